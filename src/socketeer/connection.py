@@ -1,0 +1,284 @@
+"""A connected stream socket with the reads people actually need (SPEC §2).
+
+``Connection`` keeps one receive buffer for every kind of read (bytes, exact
+counts, delimiters, lines, frames), so they can be mixed freely; the framing
+rules live in the pure ``framing`` module, shared with the asyncio layer.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import final
+
+from . import framing
+from ._buffer import ReceiveBuffer
+from ._deadline import Deadline
+from ._sockio import (
+    connected_socket,
+    local_address,
+    peer_address,
+    scheme_for,
+    translate_errors,
+)
+from .address import Address
+from .errors import ConnectionClosed, UsageError
+
+__all__ = ["Connection", "connect"]
+
+_READ_SIZE = 65536
+
+
+def connect(
+    address: str | Address,
+    *,
+    timeout: float | None = None,
+    tls: object | None = None,
+    source: str | Address | None = None,
+) -> Connection:
+    """Connect to a stream address (tcp, tcp4, tcp6, unix, abstract).
+
+    ``timeout`` bounds the connect and then every blocking call on the
+    connection; ``source`` binds the local end first.
+
+    Raises:
+        AddressError: a malformed or non-stream address.
+        ConnectError: refused, unreachable, no such host or socket file.
+        Timeout: no answer within ``timeout``.
+    """
+    target = Address.parse(address)
+    if not target.is_stream or target.scheme == "fd":
+        raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
+    if target.is_tls or tls is not None:
+        raise UsageError("TLS is not available yet in this version of socketeer")
+    src = Address.parse(source) if source is not None else None
+    sock = connected_socket(target, Deadline(timeout), source=src)
+    return Connection(sock, timeout=timeout, address=target)
+
+
+@final
+class Connection:
+    """A connected stream socket: TCP or Unix, made by ``connect`` or ``Listener.accept``.
+
+    ``timeout`` (seconds, None = wait forever) applies to every blocking call
+    as a whole: ``recv_line`` fails with ``Timeout`` when the line is not
+    complete in time, however the bytes trickle in.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        timeout: float | None = None,
+        address: Address | None = None,
+    ) -> None:
+        like = address or scheme_for(sock)
+        self._sock = sock
+        self._buffer = ReceiveBuffer()
+        self._closed = False
+        self._blocking_mode: float | None | bool = False  # last settimeout value
+        self.timeout = timeout
+        self.local = local_address(sock, like)
+        self.peer = peer_address(sock, like)
+        self._name = str(self.peer or address or self.local or "connection")
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket, *, timeout: float | None = None) -> Connection:
+        """Wrap a connected stream socket (from ``socketpair``, ``fd:N``, another library)."""
+        return cls(sock, timeout=timeout)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.local} <-> {self.peer}"
+        return f"<Connection {state}>"
+
+    # -- plumbing -------------------------------------------------------------
+
+    @property
+    def socket(self) -> socket.socket:
+        """The underlying socket, for options socketeer does not wrap."""
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("I/O on a closed connection")
+
+    def _arm(self, deadline: Deadline) -> None:
+        remaining = deadline.remaining()
+        if remaining is None and self._blocking_mode is None:
+            return  # already blocking: skip the system call
+        self._sock.settimeout(remaining)
+        self._blocking_mode = remaining
+
+    def _fill(self, deadline: Deadline) -> bool:
+        """One receive into the buffer; False at EOF."""
+        self._arm(deadline)
+        data = self._sock.recv(_READ_SIZE)
+        self._buffer.feed(data)
+        return bool(data)
+
+    def _errors(self, op: str, deadline: Deadline) -> AbstractContextManager[None]:
+        return translate_errors(op, self._name, deadline.seconds)
+
+    # -- sending ----------------------------------------------------------------
+
+    def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data``.
+
+        Raises:
+            ConnectionReset: the peer is gone. Timeout: not all sent in time.
+        """
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        with self._errors("send", deadline):
+            if deadline.seconds is None:
+                self._arm(deadline)
+                self._sock.sendall(data)
+                return
+            view = memoryview(data).cast("B")
+            while view:
+                self._arm(deadline)
+                sent = self._sock.send(view)
+                view = view[sent:]
+
+    def send_line(self, line: bytes | str) -> None:
+        """Send one line, adding the newline (``str`` is encoded as UTF-8)."""
+        self.send(framing.encode_line(line))
+
+    def send_message(self, payload: bytes | bytearray | memoryview) -> None:
+        """Send one length-prefixed frame (4-byte big-endian length, then the payload)."""
+        self.send(framing.encode_frame(payload))
+
+    def shutdown_write(self) -> None:
+        """Half-close: the peer reads EOF, and this side can still receive."""
+        self._check_open()
+        with translate_errors("shutdown", self._name):
+            self._sock.shutdown(socket.SHUT_WR)
+
+    # -- receiving ----------------------------------------------------------------
+
+    def recv(self, max_bytes: int = _READ_SIZE) -> bytes:
+        """Up to ``max_bytes`` bytes as soon as any are there; ``b""`` at EOF."""
+        self._check_open()
+        if self._buffer:
+            return self._buffer.take_some(max_bytes)
+        deadline = Deadline(self.timeout)
+        with self._errors("recv", deadline):
+            self._arm(deadline)
+            return self._sock.recv(max_bytes)
+
+    def recv_exactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes.
+
+        Raises:
+            ConnectionClosed: EOF came first (``partial`` holds what arrived).
+        """
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        with self._errors("recv", deadline):
+            while (data := self._buffer.take_exactly(n)) is None:
+                if not self._fill(deadline):
+                    raise framing.closed_error(self._buffer, f"{n}-byte read")
+        return data
+
+    def recv_until(self, delimiter: bytes, max_bytes: int = framing.DEFAULT_MAX_LINE) -> bytes:
+        """Everything up to and including ``delimiter``.
+
+        Raises:
+            FrameTooLarge: no delimiter within ``max_bytes``.
+            ConnectionClosed: EOF came first.
+        """
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        with self._errors("recv", deadline):
+            while (data := self._buffer.take_until(delimiter, max_bytes)) is None:
+                if not self._fill(deadline):
+                    raise framing.closed_error(self._buffer, f"{delimiter!r}-terminated read")
+        return data
+
+    def recv_line(self, max_bytes: int = framing.DEFAULT_MAX_LINE) -> bytes:
+        """The next line, without its ``\\n`` or ``\\r\\n``.
+
+        Raises:
+            FrameTooLarge: no newline within ``max_bytes``.
+            ConnectionClosed: EOF came first, even at a line boundary (so an
+                empty line and the end of the stream stay distinguishable).
+        """
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        with self._errors("recv", deadline):
+            while (line := framing.take_line(self._buffer, max_bytes)) is None:
+                if not self._fill(deadline):
+                    raise framing.closed_error(self._buffer, "line")
+        return line
+
+    def recv_message(self, max_bytes: int = framing.DEFAULT_MAX_FRAME) -> bytes:
+        """The next length-prefixed frame's payload.
+
+        Raises:
+            FrameTooLarge: the frame announces more than ``max_bytes``.
+            ConnectionClosed: EOF came first.
+        """
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        with self._errors("recv", deadline):
+            while (frame := framing.take_frame(self._buffer, max_bytes)) is None:
+                if not self._fill(deadline):
+                    raise framing.closed_error(self._buffer, "frame")
+        return frame
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Lines until the peer closes; a last line without newline is yielded too."""
+        return self.lines()
+
+    def lines(self, max_bytes: int = framing.DEFAULT_MAX_LINE) -> Iterator[bytes]:
+        """Lines (without end-of-line) until the peer closes."""
+        while True:
+            try:
+                yield self.recv_line(max_bytes)
+            except ConnectionClosed as exc:
+                if exc.partial:
+                    yield exc.partial
+                return
+
+    def messages(self, max_bytes: int = framing.DEFAULT_MAX_FRAME) -> Iterator[bytes]:
+        """Frames until the peer closes at a frame boundary.
+
+        Raises:
+            ConnectionClosed: the peer closed in the middle of a frame.
+        """
+        while True:
+            try:
+                yield self.recv_message(max_bytes)
+            except ConnectionClosed as exc:
+                if exc.partial:
+                    raise
+                return
+
+    # -- closing ----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the socket; closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._sock.close()
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+

@@ -1,0 +1,185 @@
+"""Datagram endpoints: UDP and Unix datagram sockets (SPEC §2).
+
+The tutorial's pitfall is built in away: a Unix datagram client that never
+binds has no address, so the server cannot reply. ``open_datagram`` gives such
+a client an address of its own (an autobound abstract name on Linux, a
+temporary file elsewhere, removed on close).
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from types import TracebackType
+from typing import final
+
+from ._deadline import Deadline
+from ._sockio import (
+    SocketFile,
+    address_of,
+    autobind_unix,
+    bound_socket,
+    local_address,
+    peer_address,
+    resolve,
+    translate_errors,
+)
+from .address import Address
+from .errors import FrameTooLarge, UsageError
+
+__all__ = ["MAX_DATAGRAM", "DatagramEndpoint", "open_datagram"]
+
+# The largest datagram received whole: UDP's own limit is 65,507 bytes of
+# payload; Unix datagrams may be larger, up to the socket buffer.
+MAX_DATAGRAM = 256 * 1024
+_TRUNC = getattr(socket, "MSG_TRUNC", 0) if sys.platform.startswith("linux") else 0
+
+
+def open_datagram(
+    address: str | Address | None = None,
+    *,
+    bind: str | Address | None = None,
+    timeout: float | None = None,
+) -> DatagramEndpoint:
+    """A datagram socket: a client of ``address``, a server on ``bind``, or both.
+
+    With ``address`` the socket is connected, so sends need no destination and
+    an ICMP "port unreachable" surfaces as ``ConnectError`` on the next call.
+
+    Raises:
+        AddressError, UsageError: a malformed or non-datagram address, or neither given.
+        AddressInUse: ``bind`` is taken.
+        ConnectError: ``address`` does not resolve.
+    """
+    remote = Address.parse(address) if address is not None else None
+    local = Address.parse(bind) if bind is not None else None
+    if remote is None and local is None:
+        raise UsageError("open_datagram needs an address to talk to, one to bind, or both")
+    for given in (remote, local):
+        if given is not None and not given.is_datagram:
+            raise UsageError(f"a datagram socket needs udp:// or unix-dgram:, not {given}")
+    target = resolve(remote, passive=False)[0] if remote is not None else None
+    socket_file: SocketFile | None = None
+    if local is not None:
+        sock, socket_file = bound_socket(local)
+    else:
+        assert target is not None
+        sock = socket.socket(target.family, target.type, target.proto)
+    try:
+        like = remote or local
+        assert like is not None
+        if remote is not None and target is not None:
+            with translate_errors("connect", remote):
+                if local is None and remote.is_unix:
+                    socket_file = autobind_unix(sock)
+                sock.connect(target.sockaddr)
+        return DatagramEndpoint(sock, timeout=timeout, like=like, socket_file=socket_file)
+    except BaseException:
+        sock.close()
+        if socket_file is not None:
+            socket_file.remove()
+        raise
+
+
+@final
+class DatagramEndpoint:
+    """One datagram socket; every ``send`` is one datagram, every ``recv`` one back."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        timeout: float | None = None,
+        like: Address | None = None,
+        socket_file: SocketFile | None = None,
+    ) -> None:
+        self._sock = sock
+        self._like = like or Address("udp", port=0)
+        self._socket_file = socket_file
+        self._closed = False
+        self._buffer = bytearray(MAX_DATAGRAM)
+        self.timeout = timeout
+        self.local = local_address(sock, self._like)
+        self.peer = peer_address(sock, self._like)
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket, *, timeout: float | None = None) -> DatagramEndpoint:
+        return cls(sock, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<DatagramEndpoint {'closed' if self._closed else self.local}>"
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("I/O on a closed datagram endpoint")
+
+    def send(self, data: bytes | bytearray | memoryview, to: str | Address | None = None) -> None:
+        """Send one datagram, to ``to`` or else to the connected peer.
+
+        Raises:
+            FrameTooLarge: larger than the socket allows (UDP: 65,507 bytes).
+            ConnectError: the peer's port is closed (reported by an earlier ICMP).
+        """
+        self._check_open()
+        dest = Address.parse(to) if to is not None else self.peer
+        if dest is None:
+            raise UsageError("send needs a destination: this endpoint is not connected")
+        deadline = Deadline(self.timeout)
+        with translate_errors("send", dest, self.timeout):
+            self._sock.settimeout(deadline.remaining())
+            if to is None:
+                self._sock.send(data)
+            else:
+                self._sock.sendto(data, resolve(dest, passive=False)[0].sockaddr)
+
+    def recv(self, timeout: float | None = None) -> tuple[bytes, Address | None]:
+        """The next datagram and its sender (None: an unnamed Unix socket).
+
+        ``timeout`` overrides the endpoint's timeout for this call.
+
+        Raises:
+            Timeout: nothing arrived in time.
+            FrameTooLarge: the datagram was larger than ``MAX_DATAGRAM`` (it is dropped).
+        """
+        self._check_open()
+        limit = self.timeout if timeout is None else timeout
+        deadline = Deadline(limit)
+        where = self.peer or self.local
+        with translate_errors("recv", where, limit):
+            self._sock.settimeout(deadline.remaining())
+            size, sender = self._sock.recvfrom_into(self._buffer, MAX_DATAGRAM, _TRUNC)
+        if size > MAX_DATAGRAM:
+            raise FrameTooLarge(f"datagram of {size} bytes is larger than {MAX_DATAGRAM}")
+        data = bytes(memoryview(self._buffer)[:size])
+        return data, address_of(sender, self._sock.family, self._like) if sender else None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the socket and remove any socket file this process bound."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        if self._socket_file is not None:
+            self._socket_file.remove()
+
+    def __enter__(self) -> DatagramEndpoint:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

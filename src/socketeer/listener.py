@@ -1,0 +1,149 @@
+"""A listening stream socket: bind, listen, accept (SPEC §2)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from types import TracebackType
+from typing import final
+
+from ._deadline import Deadline
+from ._sockio import SocketFile, bound_socket, local_address, scheme_for, translate_errors
+from .address import Address
+from .connection import Connection
+from .errors import UsageError
+
+__all__ = ["Listener", "listen"]
+
+# accept() failures that concern only the one client that went away before we
+# took it; the listener itself is fine (trio, socketserver do the same).
+RETRY_ACCEPT_ERRNOS = frozenset(
+    code
+    for code in (
+        getattr(errno, name, None)
+        for name in ("ECONNABORTED", "EPROTO", "EPERM", "ENOPROTOOPT", "EHOSTUNREACH",
+                     "ENETUNREACH", "EOPNOTSUPP", "ENONET", "EINTR")
+    )
+    if code is not None
+)
+
+
+def listen(
+    address: str | Address,
+    *,
+    backlog: int = 128,
+    reuse_port: bool = False,
+    unix_mode: int | None = None,
+) -> Listener:
+    """Bind and listen on a stream address; port 0 picks a free port.
+
+    A Unix socket file left by a dead server is replaced; ``unix_mode`` sets
+    the file's permissions. ``fd:N`` (or ``systemd:``) adopts an inherited
+    listening socket.
+
+    Raises:
+        AddressError: a malformed or non-stream address.
+        AddressInUse: the port is taken, or a live server listens on the path.
+    """
+    target = Address.parse(address)
+    if not target.is_stream:
+        raise UsageError(f"listen needs a stream address, not {target} (see open_datagram)")
+    if target.is_tls:
+        raise UsageError("TLS is not available yet in this version of socketeer")
+    if target.scheme == "fd":
+        with translate_errors("adopt", target):
+            sock = socket.socket(fileno=target.fd)
+        return Listener(sock)
+    sock, socket_file = bound_socket(target, reuse_port=reuse_port, unix_mode=unix_mode)
+    try:
+        with translate_errors("listen", target):
+            sock.listen(backlog)
+        return Listener(sock, address=target, socket_file=socket_file)
+    except BaseException:
+        sock.close()
+        if socket_file is not None:
+            socket_file.remove()
+        raise
+
+
+@final
+class Listener:
+    """A socket that accepts stream connections.
+
+    ``address`` is the bound address with the real port, ready to print or to
+    pass to ``connect``.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        address: Address | None = None,
+        socket_file: SocketFile | None = None,
+    ) -> None:
+        self._sock = sock
+        self._like = address or scheme_for(sock)
+        self._socket_file = socket_file
+        self._closed = False
+        bound = local_address(sock, self._like)
+        self.address: Address = bound if bound is not None else self._like
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> Listener:
+        """Wrap a socket that is already listening (systemd, a test, another library)."""
+        return cls(sock)
+
+    def __repr__(self) -> str:
+        return f"<Listener {'closed' if self._closed else self.address}>"
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def accept(self, timeout: float | None = None) -> Connection:
+        """Wait for the next client.
+
+        Raises:
+            Timeout: none came within ``timeout``.
+        """
+        if self._closed:
+            raise UsageError("accept on a closed listener")
+        deadline = Deadline(timeout)
+        while True:
+            try:
+                with translate_errors("accept", self.address, timeout):
+                    self._sock.settimeout(deadline.remaining())
+                    sock, _ = self._sock.accept()
+            except OSError as exc:
+                if exc.errno in RETRY_ACCEPT_ERRNOS:
+                    continue
+                raise
+            sock.settimeout(None)
+            return Connection(sock, address=self._like)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Stop listening and remove the socket file this process created."""
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        if self._socket_file is not None:
+            self._socket_file.remove()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
