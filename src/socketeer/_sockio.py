@@ -48,7 +48,7 @@ def _error_for(exc: OSError, op: str, where: str, timeout: float | None) -> Sock
     code = exc.errno
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"host not found: {where} ({exc.strerror})")
-    if isinstance(exc, TimeoutError):
+    if isinstance(exc, (TimeoutError, BlockingIOError)):
         after = f" after {timeout:g}s" if timeout is not None else ""
         return Timeout(f"{op} timed out{after}: {where}")
     error: SocketeerError

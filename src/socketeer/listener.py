@@ -115,7 +115,8 @@ class Listener:
         while True:
             try:
                 with translate_errors("accept", self.address, timeout):
-                    self._sock.settimeout(deadline.remaining())
+                    # timeout=0 polls: take a waiting client or fail at once.
+                    self._sock.settimeout(0.0 if timeout == 0 else deadline.remaining())
                     sock, _ = self._sock.accept()
             except OSError as exc:
                 if exc.errno in RETRY_ACCEPT_ERRNOS:

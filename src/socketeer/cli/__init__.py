@@ -1,0 +1,1 @@
+"""The ``socketeer`` command line (SPEC §5); ``main`` is the entry point."""

@@ -1,0 +1,154 @@
+"""``socketeer COMMAND ...``: argument parsing, dispatch, and the one place errors are reported.
+
+Each command lives in its own module, imported only when it runs, so
+``socketeer --help`` does not pay for code it does not use. Every failure ends
+here as one line, ``socketeer: error: WHAT: DETAIL``, and the error's exit
+code (SPEC §5); ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from .. import __version__
+from ..errors import SocketeerError, UsageError
+
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so ``finally`` blocks clean up."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    out = parser.add_argument_group("output")
+    out.add_argument("-v", "--verbose", action="count", default=0,
+                     help="report connections (-vv: more detail) on stderr")
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="print nothing but errors on stderr")
+    out.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    out.add_argument("--hexdump", metavar="FILE|-",
+                     help="hex dump of both directions to FILE ('-' = stderr)")
+
+
+def _stream_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-i", "--idle-timeout", type=_seconds, metavar="S",
+                        help="give up after S seconds without traffic (datagram: wait "
+                             "for replies this long after stdin ends; default 1)")
+    parser.add_argument("--no-shutdown", action="store_true",
+                        help="at stdin EOF keep the socket open for writing (no half-close)")
+    parser.add_argument("--crlf", action="store_true",
+                        help="send line ends from stdin as CRLF")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be a positive number: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="socketeer",
+        description="Sockets from the command line: clients, servers and relays over "
+                    "TCP, UDP and Unix sockets.",
+        epilog="Addresses: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unix:@NAME, "
+               "unix-dgram:PATH, HOST:PORT, :PORT (see the README).",
+    )
+    parser.add_argument("--version", action="version", version=f"socketeer {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    connect = commands.add_parser(
+        "connect", help="connect to ADDRESS: stdin to the socket, the socket to stdout",
+        description="Connect to ADDRESS and copy stdin to the socket and the socket to "
+                    "stdout, byte for byte (like nc HOST PORT).")
+    connect.add_argument("address", metavar="ADDRESS")
+    connect.add_argument("-t", "--timeout", type=_seconds, metavar="S",
+                         help="give up connecting after S seconds")
+    _stream_options(connect)
+    _common(connect)
+
+    listen = commands.add_parser(
+        "listen", help="accept a client on ADDRESS (many with -k), then as connect",
+        description="Listen on ADDRESS, accept one client (or many with -k) and copy "
+                    "stdin to it and it to stdout (like nc -l).")
+    listen.add_argument("address", metavar="ADDRESS")
+    listen.add_argument("-k", "--keep-open", action="store_true",
+                        help="accept many clients: stdin goes to all, all go to stdout")
+    listen.add_argument("--max-conns", type=_count, metavar="N",
+                        help="with -k: close clients beyond N at once")
+    listen.add_argument("-t", "--timeout", type=_seconds, metavar="S",
+                        help="give up waiting for the first client after S seconds")
+    _stream_options(listen)
+    _common(listen)
+    return parser
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code (0 ok, 1 failure, 2 usage, 130 SIGINT)."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args_list
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        args = build_parser().parse_args(args_list)
+        if args.command == "connect":
+            from .connect import run
+        else:
+            from .listen import run
+        return run(args)
+    except SocketeerError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"socketeer: error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Terminated:
+        return EXIT_TERMINATED
+    except BrokenPipeError:
+        # stdout went away (`socketeer connect ... | head`): nothing left to do.
+        _silence_stdout()
+        return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError:
+        pass

@@ -1,0 +1,187 @@
+"""Shared fixtures: real sockets on loopback, the CLI as a subprocess, peer programs.
+
+Readiness is a signal, never a sleep: a server started by a test is ready when
+its ``listening on ADDRESS`` line appears on stderr, and that line also gives
+the real port of a port-0 bind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI") == "true"
+LISTENING = re.compile(rb"listening on (\S+)")
+
+
+def has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+HAS_IPV6 = has_ipv6_loopback()
+HAS_ABSTRACT = sys.platform.startswith("linux")
+
+
+def require_peer(name: str) -> str:
+    """The path of a peer program; skip without it locally, fail without it in CI."""
+    path = shutil.which(name)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is not installed, and CI must run the interop tests")
+        pytest.skip(f"{name} is not installed (apt-get install {name}); CI installs it")
+    return path
+
+
+def open_fds() -> set[int]:
+    """This process's open descriptors (Linux: /proc/self/fd)."""
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd to count descriptors")
+    fds = set()
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue  # the descriptor listdir itself used
+        fds.add(fd)
+    return fds
+
+
+@pytest.fixture
+def no_fd_leak() -> Iterator[None]:
+    """Fail the test if it leaves descriptors open."""
+    before = open_fds()
+    yield
+    after = open_fds()
+    leaked = after - before
+    assert not leaked, f"leaked descriptors: {sorted(leaked)}"
+
+
+@pytest.fixture
+def sockdir() -> Iterator[Path]:
+    """A short temporary folder for Unix socket files (sun_path is only ~107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="sk-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def abstract_name() -> str:
+    if not HAS_ABSTRACT:
+        pytest.skip("abstract Unix sockets are Linux-only")
+    return f"socketeer-test-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
+
+
+# -- the CLI as a subprocess ---------------------------------------------------------
+
+SOCKETEER = [sys.executable, "-m", "socketeer"]
+
+
+def cli_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(
+    *args: str, input: bytes | None = b"", timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [*SOCKETEER, *args],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=cli_env(),
+        check=False,
+    )
+
+
+class Background:
+    """A command running in the background with pipes, stopped at teardown."""
+
+    def __init__(self, argv: list[str], *, stdin: int | None = subprocess.PIPE,
+                 stdout: object = subprocess.PIPE, env: dict[str, str] | None = None) -> None:
+        self.argv = argv
+        self.proc = subprocess.Popen(
+            argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+            env=env or cli_env(), start_new_session=True,
+        )
+        self.stderr_lines: list[bytes] = []
+
+    def wait_listening(self, timeout: float = 15) -> str:
+        """Block until the ``listening on ADDRESS`` line; returns ADDRESS."""
+        result: list[str] = []
+
+        def reader() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                self.stderr_lines.append(line)
+                match = LISTENING.search(line)
+                if match and not result:
+                    result.append(match.group(1).decode())
+                    return
+
+        thread = threading.Thread(target=reader, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not result:
+            self.stop()
+            raise AssertionError(
+                f"{self.argv} did not report listening: {b''.join(self.stderr_lines)!r}"
+            )
+        return result[0]
+
+    def finish(self, timeout: float = 30) -> tuple[bytes, bytes, int]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return out or b"", b"".join(self.stderr_lines) + (err or b""), self.proc.returncode
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.communicate(timeout=10)
+        except (ValueError, subprocess.TimeoutExpired):
+            pass
+
+
+@pytest.fixture
+def background() -> Iterator[type[Background]]:
+    started: list[Background] = []
+
+    class Tracked(Background):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            started.append(self)
+
+    yield Tracked
+    for item in started:
+        item.stop()
+
+
+def free_port_refusing() -> tuple[socket.socket, int]:
+    """A bound, non-listening TCP socket: connecting to its port is refused."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
