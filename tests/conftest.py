@@ -150,11 +150,17 @@ class Background:
             )
         return result[0]
 
+    def _forget_closed_stdin(self) -> None:
+        if self.proc.stdin is not None and self.proc.stdin.closed:
+            self.proc.stdin = None  # communicate() would flush it
+
     def finish(self, timeout: float = 30) -> tuple[bytes, bytes, int]:
+        self._forget_closed_stdin()
         out, err = self.proc.communicate(timeout=timeout)
         return out or b"", b"".join(self.stderr_lines) + (err or b""), self.proc.returncode
 
     def stop(self) -> None:
+        self._forget_closed_stdin()
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
