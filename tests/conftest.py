@@ -7,6 +7,7 @@ the real port of a port-0 bind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -118,12 +119,22 @@ def run_cli(
 class Background:
     """A command running in the background with pipes, stopped at teardown."""
 
-    def __init__(self, argv: list[str], *, stdin: int | None = subprocess.PIPE,
-                 stdout: object = subprocess.PIPE, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        stdin: int | None = subprocess.PIPE,
+        stdout: object = subprocess.PIPE,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.argv = argv
         self.proc = subprocess.Popen(
-            argv, stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
-            env=env or cli_env(), start_new_session=True,
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env=env or cli_env(),
+            start_new_session=True,
         )
         self.stderr_lines: list[bytes] = []
 
@@ -162,14 +173,10 @@ class Background:
     def stop(self) -> None:
         self._forget_closed_stdin()
         if self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
+        with contextlib.suppress(ValueError, subprocess.TimeoutExpired):
             self.proc.communicate(timeout=10)
-        except (ValueError, subprocess.TimeoutExpired):
-            pass
 
 
 @pytest.fixture

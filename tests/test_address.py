@@ -46,7 +46,12 @@ def test_valid_forms_and_canonical_text(text: str, canonical: str) -> None:
 def test_fields() -> None:
     a = Address.parse("udp6://[::1]:53")
     assert (a.scheme, a.host, a.port, a.is_datagram, a.is_stream, a.ip_version) == (
-        "udp6", "::1", 53, True, False, 6,
+        "udp6",
+        "::1",
+        53,
+        True,
+        False,
+        6,
     )
     u = Address.parse("unix:@x")
     assert u.abstract and u.path == "x" and u.is_unix and u.is_stream

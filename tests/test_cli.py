@@ -117,8 +117,15 @@ def test_crlf_verbose_and_hexdump(tmp_path: Path) -> None:
     dump = tmp_path / "dump.txt"
     with socketeer.listen("tcp://127.0.0.1:0") as listener:
         thread = serve_once(listener, grab)
-        result = run_cli("connect", "-v", "--crlf", "--hexdump", str(dump),
-                         str(listener.address), input=b"a\nb\n")
+        result = run_cli(
+            "connect",
+            "-v",
+            "--crlf",
+            "--hexdump",
+            str(dump),
+            str(listener.address),
+            input=b"a\nb\n",
+        )
     thread.join(5)
     assert result.returncode == 0, result.stderr
     assert seen == [b"a\r\nb\r\n"]
@@ -243,14 +250,19 @@ def test_sigterm_removes_the_socket_file(background: type[Background], sockdir: 
 
 
 @pytest.mark.parametrize("kind", ["udp", "unix-dgram"])
-def test_datagram_connect_and_listen(kind: str, background: type[Background],
-                                     sockdir: Path) -> None:
+def test_datagram_connect_and_listen(
+    kind: str, background: type[Background], sockdir: Path
+) -> None:
     bind = "udp://127.0.0.1:0" if kind == "udp" else f"unix-dgram:{sockdir}/d.sock"
     server = background([*SOCKETEER, "listen", "-i", "3", bind])
     address = server.wait_listening()
     client = subprocess.run(
-        [*SOCKETEER, "connect", address], input=b"one\ntwo\n", capture_output=True,
-        env=cli_env(), timeout=30, check=False,
+        [*SOCKETEER, "connect", address],
+        input=b"one\ntwo\n",
+        capture_output=True,
+        env=cli_env(),
+        timeout=30,
+        check=False,
     )
     assert client.returncode == 0, client.stderr
     out, err, code = server.finish()
@@ -295,8 +307,19 @@ def test_datagram_client_waits_for_replies_then_exits_0() -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["", "ftp://h:1", "tcp://h", "h:http", "h:70000", "[::1:80", "::1:80", "unix:", "unix:@",
-     "unix:/" + "x" * 300, "udp:9"],
+    [
+        "",
+        "ftp://h:1",
+        "tcp://h",
+        "h:http",
+        "h:70000",
+        "[::1:80",
+        "::1:80",
+        "unix:",
+        "unix:@",
+        "unix:/" + "x" * 300,
+        "udp:9",
+    ],
 )
 def test_malformed_address_exits_2(address: str) -> None:
     for command in ("connect", "listen"):
@@ -308,8 +331,14 @@ def test_malformed_address_exits_2(address: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["connect"], ["frobnicate"], ["connect", "--bogus", "127.0.0.1:1"],
-     ["connect", "-t", "soon", "127.0.0.1:1"], ["listen", "-k", "--max-conns", "0", "1"], []],
+    [
+        ["connect"],
+        ["frobnicate"],
+        ["connect", "--bogus", "127.0.0.1:1"],
+        ["connect", "-t", "soon", "127.0.0.1:1"],
+        ["listen", "-k", "--max-conns", "0", "1"],
+        [],
+    ],
 )
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     result = run_cli(*argv)
@@ -359,9 +388,13 @@ def test_reset_mid_stream_exits_1_after_delivering_what_came() -> None:
 
     with socketeer.listen("tcp://127.0.0.1:0") as listener:
         thread = serve_once(listener, reset)
-        proc = subprocess.Popen([*SOCKETEER, "connect", str(listener.address)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=cli_env())
+        proc = subprocess.Popen(
+            [*SOCKETEER, "connect", str(listener.address)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+        )
         out, err = proc.communicate(timeout=30)  # stdin stays open until the reset
     thread.join(5)
     assert proc.returncode == 1
@@ -373,13 +406,18 @@ def test_idle_timeout_is_a_failure_for_streams() -> None:
     hold = threading.Event()
     with socketeer.listen("tcp://127.0.0.1:0") as listener:
         thread = serve_once(listener, lambda conn: hold.wait(10))
-        proc = subprocess.Popen([*SOCKETEER, "connect", "-i", "0.5", str(listener.address)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=cli_env())
+        proc = subprocess.Popen(
+            [*SOCKETEER, "connect", "-i", "0.5", str(listener.address)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+        )
         out, err = proc.communicate(timeout=30)
         hold.set()
     thread.join(5)
     assert proc.returncode == 1
+    assert out == b""
     assert_one_line_error(err, "idle timeout")
 
 
@@ -433,13 +471,19 @@ def test_debug_shows_the_traceback() -> None:
 
 def test_sigint_exits_130_and_cleans_up(sockdir: Path) -> None:
     path = sockdir / "int.sock"
-    proc = subprocess.Popen([*SOCKETEER, "listen", f"unix:{path}"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    proc = subprocess.Popen(
+        [*SOCKETEER, "listen", f"unix:{path}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
     assert proc.stderr is not None
     assert b"listening on" in proc.stderr.readline()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
+    assert out == b""
     assert b"Traceback" not in err
     assert not path.exists()
 

@@ -42,7 +42,9 @@ def listen_address(kind: str, sockdir: Path) -> str:
 
 
 @pytest.fixture(params=KINDS)
-def conn_pair(request: pytest.FixtureRequest, sockdir: Path) -> Iterator[tuple[Connection, Connection]]:
+def conn_pair(
+    request: pytest.FixtureRequest, sockdir: Path
+) -> Iterator[tuple[Connection, Connection]]:
     """A real connected (client, server) pair of the given kind."""
     with socketeer.listen(listen_address(request.param, sockdir)) as listener:
         client = socketeer.connect(listener.address, timeout=10)
@@ -218,7 +220,10 @@ def test_send_to_a_reset_peer() -> None:
 
 def test_from_socket_with_socketpair() -> None:
     a, b = socket.socketpair()
-    with Connection.from_socket(a, timeout=5) as left, Connection.from_socket(b, timeout=5) as right:
+    with (
+        Connection.from_socket(a, timeout=5) as left,
+        Connection.from_socket(b, timeout=5) as right,
+    ):
         left.send_line("over a socketpair")
         assert right.recv_line() == b"over a socketpair"
         assert left.peer is None  # unnamed Unix sockets have no address

@@ -57,9 +57,14 @@ class Side:
 
     def __init__(self, argv: list[str], *, stdin: object, stdout: object) -> None:
         self.argv = argv
-        self.proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout,  # type: ignore[arg-type]
-                                     stderr=subprocess.PIPE, env=cli_env(),
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=stdout,  # type: ignore[arg-type]
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+            start_new_session=True,
+        )
         for given in (stdin, stdout):  # the child has its own copies now
             if hasattr(given, "close"):
                 given.close()  # type: ignore[union-attr]
@@ -153,12 +158,20 @@ def port_from(ready_line: bytes, given: int | None) -> int:
 @pytest.mark.parametrize("kind", ["tcp", "unix"])
 @pytest.mark.parametrize("socketeer_is", ["client", "server"])
 @pytest.mark.parametrize("sender", ["socketeer", "peer"])
-def test_stream_bulk_transfer(peer: str, kind: str, socketeer_is: str, sender: str,
-                              payload: tuple[Path, str], sockdir: Path,
-                              sides: list[Side], tmp_path: Path) -> None:
+def test_stream_bulk_transfer(
+    peer: str,
+    kind: str,
+    socketeer_is: str,
+    sender: str,
+    payload: tuple[Path, str],
+    sockdir: Path,
+    sides: list[Side],
+    tmp_path: Path,
+) -> None:
     data_path, digest = payload
-    server_prog, client_prog = (("socketeer", peer) if socketeer_is == "server"
-                                else (peer, "socketeer"))
+    server_prog, client_prog = (
+        ("socketeer", peer) if socketeer_is == "server" else (peer, "socketeer")
+    )
     sending_prog = "socketeer" if sender == "socketeer" else peer
     out_path = tmp_path / "received.bin"
     path = sockdir / "interop.sock"
@@ -196,10 +209,8 @@ def wait_for_size(path: Path, size: int, side: Side, timeout: float = 120) -> No
 
 
 @pytest.mark.parametrize("peer", ["ncat", "socat"])
-def test_udp_socketeer_client_to_peer_server(peer: str, sides: list[Side],
-                                            tmp_path: Path) -> None:
-    lines = b"".join(b"datagram %04d %s\n" % (i, os.urandom(20).hex().encode())
-                     for i in range(200))
+def test_udp_socketeer_client_to_peer_server(peer: str, sides: list[Side], tmp_path: Path) -> None:
+    lines = b"".join(b"datagram %04d %s\n" % (i, os.urandom(20).hex().encode()) for i in range(200))
     out_path = tmp_path / "udp.out"
     if peer == "ncat":
         port = reserve_port(socket.SOCK_DGRAM)
@@ -210,21 +221,28 @@ def test_udp_socketeer_client_to_peer_server(peer: str, sides: list[Side],
     server = Side(argv, stdin=subprocess.PIPE, stdout=out_path.open("wb"))
     sides.append(server)
     port = port_from(server.wait_ready(), port)
-    result = subprocess.run([*SOCKETEER, "connect", "-i", "0.5", f"udp://127.0.0.1:{port}"],
-                            input=lines, capture_output=True, env=cli_env(), timeout=60,
-                            check=False)
+    result = subprocess.run(
+        [*SOCKETEER, "connect", "-i", "0.5", f"udp://127.0.0.1:{port}"],
+        input=lines,
+        capture_output=True,
+        env=cli_env(),
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     server.kill()
     assert out_path.read_bytes() == lines
 
 
 @pytest.mark.parametrize("peer", ["ncat", "socat"])
-def test_udp_peer_client_to_socketeer_server(peer: str, sides: list[Side],
-                                            tmp_path: Path) -> None:
+def test_udp_peer_client_to_socketeer_server(peer: str, sides: list[Side], tmp_path: Path) -> None:
     lines = b"".join(b"line %04d\n" % i for i in range(200))
     out_path = tmp_path / "udp.out"
-    server = Side([*SOCKETEER, "listen", "-i", "2", "udp://127.0.0.1:0"],
-                  stdin=subprocess.PIPE, stdout=out_path.open("wb"))
+    server = Side(
+        [*SOCKETEER, "listen", "-i", "2", "udp://127.0.0.1:0"],
+        stdin=subprocess.PIPE,
+        stdout=out_path.open("wb"),
+    )
     sides.append(server)
     port = port_from(server.wait_ready(), None)
     if peer == "ncat":

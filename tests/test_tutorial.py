@@ -25,8 +25,14 @@ def program(name: str, *args: str) -> list[str]:
 
 
 def run_client(name: str, *args: str, message: bytes = b"hello, tutorial\n") -> bytes:
-    result = subprocess.run(program(name, *args), input=message, capture_output=True,
-                            env=cli_env(), timeout=30, check=False)
+    result = subprocess.run(
+        program(name, *args),
+        input=message,
+        capture_output=True,
+        env=cli_env(),
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
@@ -83,9 +89,14 @@ def test_unix_datagram_server_and_client(background: type[Background], sockdir: 
 
 
 def test_clients_report_a_refused_server_in_one_line(sockdir: Path) -> None:
-    result = subprocess.run(program("unix_client.py", str(sockdir / "none.sock")),
-                            input=b"x\n", capture_output=True, env=cli_env(), timeout=30,
-                            check=False)
+    result = subprocess.run(
+        program("unix_client.py", str(sockdir / "none.sock")),
+        input=b"x\n",
+        capture_output=True,
+        env=cli_env(),
+        timeout=30,
+        check=False,
+    )
     assert result.returncode == 1
     assert result.stderr == f"unix_client.py: no such socket: unix:{sockdir}/none.sock\n".encode()
 

@@ -1,6 +1,6 @@
 """The tutorial's client: connect, send one line typed by the user, print the answer.
 
-    python client.py HOST PORT
+python client.py HOST PORT
 """
 
 import sys

@@ -1,6 +1,6 @@
 """The tutorial's UDP client: one datagram out, one back.
 
-    python udp_client.py HOST PORT
+python udp_client.py HOST PORT
 """
 
 import sys

@@ -1,6 +1,6 @@
 """The tutorial's Unix-domain client.
 
-    python unix_client.py PATH
+python unix_client.py PATH
 """
 
 import sys

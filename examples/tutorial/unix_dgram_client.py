@@ -1,6 +1,6 @@
 """The tutorial's Unix-domain datagram client.
 
-    python unix_dgram_client.py PATH
+python unix_dgram_client.py PATH
 """
 
 import sys

@@ -25,8 +25,11 @@ def main() -> int:
             text = message.decode(errors="replace").rstrip("\n")
             print(f"Here is the message: {text}", flush=True)
             if sender is None:
-                print("unix_dgram_server.py: sender has no address; cannot reply",
-                      file=sys.stderr, flush=True)
+                print(
+                    "unix_dgram_server.py: sender has no address; cannot reply",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 continue
             endpoint.send(b"I got your message\n", to=sender)
 

@@ -69,9 +69,7 @@ class ReceiveBuffer:
         found = self._data.find(delimiter, start)
         if found < 0:
             if len(self._data) >= max_bytes:
-                raise FrameTooLarge(
-                    f"no {delimiter!r} within {max_bytes} bytes (the limit)"
-                )
+                raise FrameTooLarge(f"no {delimiter!r} within {max_bytes} bytes (the limit)")
             # Resume next time just before the end, where a split delimiter may start.
             self._scan_delim = delimiter
             self._scan_from = max(0, len(self._data) - len(delimiter) + 1)

@@ -130,9 +130,7 @@ def resolve(address: Address, *, passive: bool) -> list[Target]:
         return [Target(socket.AF_UNIX, kind, 0, unix_sockaddr(address))]
     if not address.is_inet:
         raise AddressError(f"cannot resolve {address}: not an Internet or Unix address")
-    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(
-        address.ip_version or 0, socket.AF_UNSPEC
-    )
+    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(address.ip_version or 0, socket.AF_UNSPEC)
     if address.host == "" and passive:
         # "All interfaces": one dual-stack socket where IPv6 exists (v6only off in bind).
         if family in (socket.AF_INET6, socket.AF_UNSPEC) and socket.has_ipv6:

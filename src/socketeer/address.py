@@ -173,7 +173,7 @@ def _message(text: str, reason: str) -> str:
     return f"bad address {text}: {reason} (accepted forms: {ACCEPTED_FORMS})"
 
 
-def _host_reason(scheme: str, host: str) -> str | None:
+def _host_reason(scheme: str, host: object) -> str | None:
     if not isinstance(host, str):
         return "host must be a string"
     if host == "":
@@ -203,7 +203,7 @@ def _host_reason(scheme: str, host: str) -> str | None:
     return None
 
 
-def _path_reason(path: str, abstract: bool) -> str | None:
+def _path_reason(path: object, abstract: bool) -> str | None:
     if not isinstance(path, str):
         return "path must be a string"
     if path == "":

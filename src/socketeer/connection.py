@@ -78,7 +78,7 @@ class Connection:
         self._sock = sock
         self._buffer = ReceiveBuffer()
         self._closed = False
-        self._blocking_mode: float | None | bool = False  # last settimeout value
+        self._blocking_mode: float | bool | None = False  # last settimeout value
         self.timeout = timeout
         self.local = local_address(sock, like)
         self.peer = peer_address(sock, like)
@@ -281,4 +281,3 @@ class Connection:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-

@@ -21,8 +21,17 @@ RETRY_ACCEPT_ERRNOS = frozenset(
     code
     for code in (
         getattr(errno, name, None)
-        for name in ("ECONNABORTED", "EPROTO", "EPERM", "ENOPROTOOPT", "EHOSTUNREACH",
-                     "ENETUNREACH", "EOPNOTSUPP", "ENONET", "EINTR")
+        for name in (
+            "ECONNABORTED",
+            "EPROTO",
+            "EPERM",
+            "ENOPROTOOPT",
+            "EHOSTUNREACH",
+            "ENETUNREACH",
+            "EOPNOTSUPP",
+            "ENONET",
+            "EINTR",
+        )
     )
     if code is not None
 )

@@ -12,6 +12,7 @@ One ``selectors`` loop serves ``connect``, ``listen`` and ``listen -k``:
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import time
@@ -124,8 +125,9 @@ class StreamPump:
                         self._on_stdin()
                     elif key.data is _LISTENER:
                         self._on_accept()
-                    elif isinstance(key.data, _Peer):
-                        if not self._on_peer(key.data, mask) and listener is None:
+                    elif key.fd in self._peers:  # skip a peer dropped earlier in this batch
+                        alive = self._on_peer(self._peers[key.fd], mask)
+                        if not alive and listener is None:
                             return
                 self._check_idle()
         finally:
@@ -175,10 +177,9 @@ class StreamPump:
 
     def _shutdown(self, peer: _Peer) -> None:
         peer.shutdown_pending = False
-        try:
+        # If the peer is gone already, its reader will say how.
+        with contextlib.suppress(OSError):
             peer.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass  # the peer is gone already; its reader will say how
 
     def _on_accept(self) -> None:
         assert self._listener is not None
@@ -189,8 +190,10 @@ class StreamPump:
                 self._report.warn(f"accept: {exc}")
             return
         if self._max_conns is not None and len(self._peers) >= self._max_conns:
-            self._report.warn(f"connection from {conn.peer or 'local client'} closed: "
-                              f"--max-conns {self._max_conns} reached")
+            self._report.warn(
+                f"connection from {conn.peer or 'local client'} closed: "
+                f"--max-conns {self._max_conns} reached"
+            )
             conn.close()
             return
         self._report.info(f"connection from {conn.peer or 'local client'}")

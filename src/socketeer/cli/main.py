@@ -36,23 +36,37 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(parser: argparse.ArgumentParser) -> None:
     out = parser.add_argument_group("output")
-    out.add_argument("-v", "--verbose", action="count", default=0,
-                     help="report connections (-vv: more detail) on stderr")
-    out.add_argument("-q", "--quiet", action="store_true",
-                     help="print nothing but errors on stderr")
+    out.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="report connections (-vv: more detail) on stderr",
+    )
+    out.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but errors on stderr"
+    )
     out.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    out.add_argument("--hexdump", metavar="FILE|-",
-                     help="hex dump of both directions to FILE ('-' = stderr)")
+    out.add_argument(
+        "--hexdump", metavar="FILE|-", help="hex dump of both directions to FILE ('-' = stderr)"
+    )
 
 
 def _stream_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-i", "--idle-timeout", type=_seconds, metavar="S",
-                        help="give up after S seconds without traffic (datagram: wait "
-                             "for replies this long after stdin ends; default 1)")
-    parser.add_argument("--no-shutdown", action="store_true",
-                        help="at stdin EOF keep the socket open for writing (no half-close)")
-    parser.add_argument("--crlf", action="store_true",
-                        help="send line ends from stdin as CRLF")
+    parser.add_argument(
+        "-i",
+        "--idle-timeout",
+        type=_seconds,
+        metavar="S",
+        help="give up after S seconds without traffic (datagram: wait "
+        "for replies this long after stdin ends; default 1)",
+    )
+    parser.add_argument(
+        "--no-shutdown",
+        action="store_true",
+        help="at stdin EOF keep the socket open for writing (no half-close)",
+    )
+    parser.add_argument("--crlf", action="store_true", help="send line ends from stdin as CRLF")
 
 
 def _seconds(text: str) -> float:
@@ -79,35 +93,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="socketeer",
         description="Sockets from the command line: clients, servers and relays over "
-                    "TCP, UDP and Unix sockets.",
+        "TCP, UDP and Unix sockets.",
         epilog="Addresses: tcp://HOST:PORT, udp://HOST:PORT, unix:PATH, unix:@NAME, "
-               "unix-dgram:PATH, HOST:PORT, :PORT (see the README).",
+        "unix-dgram:PATH, HOST:PORT, :PORT (see the README).",
     )
     parser.add_argument("--version", action="version", version=f"socketeer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
 
     connect = commands.add_parser(
-        "connect", help="connect to ADDRESS: stdin to the socket, the socket to stdout",
+        "connect",
+        help="connect to ADDRESS: stdin to the socket, the socket to stdout",
         description="Connect to ADDRESS and copy stdin to the socket and the socket to "
-                    "stdout, byte for byte (like nc HOST PORT).")
+        "stdout, byte for byte (like nc HOST PORT).",
+    )
     connect.add_argument("address", metavar="ADDRESS")
-    connect.add_argument("-t", "--timeout", type=_seconds, metavar="S",
-                         help="give up connecting after S seconds")
+    connect.add_argument(
+        "-t", "--timeout", type=_seconds, metavar="S", help="give up connecting after S seconds"
+    )
     _stream_options(connect)
     _common(connect)
 
     listen = commands.add_parser(
-        "listen", help="accept a client on ADDRESS (many with -k), then as connect",
+        "listen",
+        help="accept a client on ADDRESS (many with -k), then as connect",
         description="Listen on ADDRESS, accept one client (or many with -k) and copy "
-                    "stdin to it and it to stdout (like nc -l).")
+        "stdin to it and it to stdout (like nc -l).",
+    )
     listen.add_argument("address", metavar="ADDRESS")
-    listen.add_argument("-k", "--keep-open", action="store_true",
-                        help="accept many clients: stdin goes to all, all go to stdout")
-    listen.add_argument("--max-conns", type=_count, metavar="N",
-                        help="with -k: close clients beyond N at once")
-    listen.add_argument("-t", "--timeout", type=_seconds, metavar="S",
-                        help="give up waiting for the first client after S seconds")
+    listen.add_argument(
+        "-k",
+        "--keep-open",
+        action="store_true",
+        help="accept many clients: stdin goes to all, all go to stdout",
+    )
+    listen.add_argument(
+        "--max-conns", type=_count, metavar="N", help="with -k: close clients beyond N at once"
+    )
+    listen.add_argument(
+        "-t",
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="give up waiting for the first client after S seconds",
+    )
     _stream_options(listen)
     _common(listen)
     return parser
