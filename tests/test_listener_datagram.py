@@ -221,3 +221,66 @@ def test_oversized_datagrams(sockdir: Path, no_fd_leak: None) -> None:
                 pytest.skip("this kernel's limits refuse a 300 KiB Unix datagram")
             with pytest.raises(FrameTooLarge):
                 server.recv()
+
+
+# -- resolution --------------------------------------------------------------------
+
+
+def test_connect_tries_each_resolved_address_in_turn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name with two addresses, the first refusing: the second answers (SPEC §1)."""
+    from socketeer import _sockio
+
+    refusing, refused_port = free_port_refusing()
+    with refusing, socketeer.listen("tcp://127.0.0.1:0") as listener:
+        good_port = listener.address.port
+        targets = [
+            _sockio.Target(socket.AF_INET, socket.SOCK_STREAM, 0, ("127.0.0.1", refused_port)),
+            _sockio.Target(socket.AF_INET, socket.SOCK_STREAM, 0, ("127.0.0.1", good_port)),
+        ]
+        monkeypatch.setattr(_sockio, "resolve", lambda address, passive: targets)
+        with socketeer.connect("tcp://two-addresses.test:1", timeout=5) as conn:
+            assert conn.peer == Address.parse(f"tcp://127.0.0.1:{good_port}")
+
+
+def test_names_resolve_in_the_family_asked_for() -> None:
+    with socketeer.listen("tcp4://localhost:0") as listener:
+        assert listener.address.ip_version == 4
+        with socketeer.connect(f"tcp4://localhost:{listener.address.port}", timeout=5) as conn:
+            assert conn.peer is not None
+            assert conn.peer.host == "127.0.0.1"
+
+
+def test_ipv6_name_resolution() -> None:
+    from .conftest import HAS_IPV6
+
+    if not HAS_IPV6:
+        pytest.skip("no IPv6 loopback here")
+    names = [n for n in ("ip6-localhost", "ip6-loopback", "localhost") if _resolves_v6(n)]
+    if not names:
+        pytest.skip("no host name resolves to ::1 here")
+    with socketeer.listen("tcp6://[::1]:0") as listener:
+        target = f"tcp6://{names[0]}:{listener.address.port}"
+        with socketeer.connect(target, timeout=5) as conn:
+            assert conn.peer == listener.address
+
+
+def _resolves_v6(name: str) -> bool:
+    try:
+        return any(r[4][0] == "::1" for r in socket.getaddrinfo(name, 1, socket.AF_INET6))
+    except OSError:
+        return False
+
+
+def test_ipv4_mapped_peers_are_shown_as_ipv4() -> None:
+    """What a dual-stack listener's accept() returns for an IPv4 client.
+
+    (Tests bind only loopback, never every interface, so this checks the
+    conversion on the sockaddr the kernel would hand back.)
+    """
+    from socketeer._sockio import address_of
+
+    like = Address("tcp", port=0)
+    mapped = address_of(("::ffff:127.0.0.1", 5000, 0, 0), socket.AF_INET6, like)
+    assert mapped == Address.parse("tcp://127.0.0.1:5000")
+    plain6 = address_of(("::1", 5000, 0, 0), socket.AF_INET6, Address("tcp4", port=0))
+    assert plain6 == Address.parse("tcp://[::1]:5000")  # tcp4 cannot hold it: scheme widened
