@@ -28,7 +28,10 @@ def reap_children(signum: int, frame: object) -> None:
 
 def serve_one(conn: socketeer.Connection) -> None:
     message = conn.recv_line()
-    print(f"Here is the message: {message.decode(errors='replace')}", flush=True)
+    # One write per line: children share stdout, and a write of at most
+    # PIPE_BUF bytes is never interleaved with another's (print may write twice).
+    sys.stdout.write(f"Here is the message: {message.decode(errors='replace')}\n")
+    sys.stdout.flush()
     conn.send_line("I got your message")
 
 
