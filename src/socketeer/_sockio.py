@@ -119,6 +119,11 @@ def unix_sockaddr(address: Address) -> str | bytes:
     return address.path
 
 
+def inet_family(address: Address) -> int:
+    """AF_INET or AF_INET6 when the scheme or literal forces one, else AF_UNSPEC."""
+    return {4: socket.AF_INET, 6: socket.AF_INET6}.get(address.ip_version or 0, socket.AF_UNSPEC)
+
+
 def resolve(address: Address, *, passive: bool) -> list[Target]:
     """The socket addresses to try for ``address``, in order.
 
@@ -130,7 +135,7 @@ def resolve(address: Address, *, passive: bool) -> list[Target]:
         return [Target(socket.AF_UNIX, kind, 0, unix_sockaddr(address))]
     if not address.is_inet:
         raise AddressError(f"cannot resolve {address}: not an Internet or Unix address")
-    family = {4: socket.AF_INET, 6: socket.AF_INET6}.get(address.ip_version or 0, socket.AF_UNSPEC)
+    family = inet_family(address)
     if address.host == "" and passive:
         # "All interfaces": one dual-stack socket where IPv6 exists (v6only off in bind).
         if family in (socket.AF_INET6, socket.AF_UNSPEC) and socket.has_ipv6:
@@ -152,7 +157,9 @@ def address_of(sockaddr: Any, family: int, like: Address) -> Address | None:
         scheme = like.scheme if like.is_unix else "unix"
         if isinstance(sockaddr, bytes):
             if sockaddr.startswith(b"\0") and len(sockaddr) > 1:
-                return Address(scheme, path=os.fsdecode(sockaddr[1:]), abstract=True)
+                # uvloop hands back all of sun_path, NUL padding included.
+                name = sockaddr[1:].rstrip(b"\0")
+                return Address(scheme, path=os.fsdecode(name), abstract=True)
             sockaddr = os.fsdecode(sockaddr.rstrip(b"\0"))
         if not sockaddr:
             return None

@@ -65,7 +65,7 @@ class Address:
     def __post_init__(self) -> None:
         reason = self._invalid_reason()
         if reason:
-            error = AddressError(_message(repr(self._describe()), reason))
+            error = AddressError(_message(self._describe(), reason))
             error.reason = reason  # type: ignore[attr-defined]
             raise error
 

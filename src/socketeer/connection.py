@@ -80,6 +80,8 @@ class Connection:
         self._closed = False
         self._blocking_mode: float | bool | None = False  # last settimeout value
         self.timeout = timeout
+        self.bytes_received = 0
+        self.bytes_sent = 0
         self.local = local_address(sock, like)
         self.peer = peer_address(sock, like)
         self._name = str(self.peer or address or self.local or "connection")
@@ -118,6 +120,7 @@ class Connection:
         """One receive into the buffer; False at EOF."""
         self._arm(deadline)
         data = self._sock.recv(_READ_SIZE)
+        self.bytes_received += len(data)
         self._buffer.feed(data)
         return bool(data)
 
@@ -135,14 +138,16 @@ class Connection:
         self._check_open()
         deadline = Deadline(self.timeout)
         with self._errors("send", deadline):
+            view = memoryview(data).cast("B")
             if deadline.seconds is None:
                 self._arm(deadline)
-                self._sock.sendall(data)
+                self._sock.sendall(view)
+                self.bytes_sent += len(view)
                 return
-            view = memoryview(data).cast("B")
             while view:
                 self._arm(deadline)
                 sent = self._sock.send(view)
+                self.bytes_sent += sent
                 view = view[sent:]
 
     def send_line(self, line: bytes | str) -> None:
@@ -169,7 +174,9 @@ class Connection:
         deadline = Deadline(self.timeout)
         with self._errors("recv", deadline):
             self._arm(deadline)
-            return self._sock.recv(max_bytes)
+            data = self._sock.recv(max_bytes)
+        self.bytes_received += len(data)
+        return data
 
     def recv_exactly(self, n: int) -> bytes:
         """Exactly ``n`` bytes.

@@ -1,0 +1,310 @@
+"""``aio.Connection``: the asyncio twin of ``socketeer.Connection`` (SPEC §3).
+
+Same names, same semantics, same buffer and framing code; only the waiting is
+different. Each method is the blocking one with ``await`` where it waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import final
+
+from .. import framing
+from .._deadline import Deadline
+from .._sockio import (
+    Target,
+    address_of,
+    inet_family,
+    resolve,
+    scheme_for,
+    set_nodelay,
+    translate_errors,
+)
+from ..address import Address
+from ..errors import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectionReset,
+    SocketeerError,
+    Timeout,
+    UsageError,
+)
+from ._protocol import StreamProtocol
+
+__all__ = ["Connection", "connect"]
+
+
+async def _wait(awaitable: asyncio.Future[None] | asyncio.Task[None], deadline: Deadline) -> None:
+    remaining = deadline.remaining()
+    if remaining is None:
+        await awaitable
+        return
+    try:
+        await asyncio.wait_for(awaitable, remaining)
+    except asyncio.TimeoutError:
+        raise Timeout(f"timed out after {deadline.seconds:g}s") from None
+
+
+async def resolve_async(address: Address) -> list[Target]:
+    """``_sockio.resolve`` for connecting, with DNS off the event loop's thread."""
+    if not address.is_inet:
+        return resolve(address, passive=False)
+    loop = asyncio.get_running_loop()
+    kind = socket.SOCK_DGRAM if address.is_datagram else socket.SOCK_STREAM
+    with translate_errors("resolve", address):
+        rows = await loop.getaddrinfo(
+            address.host or None, address.port, family=inet_family(address), type=kind
+        )
+    return [Target(f, t, p, sa) for f, t, p, _name, sa in rows]
+
+
+async def connect(
+    address: str | Address,
+    *,
+    timeout: float | None = None,
+    tls: object | None = None,
+    source: str | Address | None = None,
+) -> Connection:
+    """Connect to a stream address; as ``socketeer.connect``.
+
+    Raises:
+        AddressError, ConnectError, Timeout: as ``socketeer.connect``.
+    """
+    target = Address.parse(address)
+    if not target.is_stream or target.scheme == "fd":
+        raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
+    if target.is_tls or tls is not None:
+        raise UsageError("TLS is not available yet in this version of socketeer")
+    deadline = Deadline(timeout)
+    loop = asyncio.get_running_loop()
+    last: SocketeerError | None = None
+    with translate_errors("connect", target, timeout):
+        targets = await resolve_async(target)
+    for row in targets:
+        sock = socket.socket(row.family, row.type, row.proto)
+        sock.setblocking(False)
+        try:
+            with translate_errors("connect", target, timeout):
+                if source is not None:
+                    src = resolve(Address.parse(source), passive=True)[0]
+                    sock.bind(src.sockaddr)
+                await _wait(asyncio.ensure_future(loop.sock_connect(sock, row.sockaddr)), deadline)
+        except (ConnectError, Timeout) as exc:
+            sock.close()
+            last = exc
+            if isinstance(exc, Timeout):
+                break
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        set_nodelay(sock)
+        return await Connection.from_socket(sock, timeout=timeout, address=target)
+    assert last is not None
+    raise last
+
+
+@final
+class Connection:
+    """A connected stream on an event loop: TCP or Unix.
+
+    Made by ``aio.connect``, ``aio.Listener.accept`` or ``Connection.from_socket``.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: StreamProtocol,
+        *,
+        timeout: float | None = None,
+        address: Address | None = None,
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._buffer = protocol.buffer
+        self._closed = False
+        self.timeout = timeout
+        self.bytes_sent = 0
+        sock = transport.get_extra_info("socket")
+        like = address or (scheme_for(sock) if sock is not None else Address("tcp", port=0))
+        family = sock.family if sock is not None else socket.AF_INET
+        local = transport.get_extra_info("sockname")
+        peer = transport.get_extra_info("peername")
+        self.local = address_of(local, family, like) if local else None
+        self.peer = address_of(peer, family, like) if peer else None
+        self._name = str(self.peer or address or self.local or "connection")
+
+    @classmethod
+    async def from_socket(
+        cls,
+        sock: socket.socket,
+        *,
+        timeout: float | None = None,
+        address: Address | None = None,
+    ) -> Connection:
+        """Wrap a connected stream socket on the running loop."""
+        loop = asyncio.get_running_loop()
+        sock.setblocking(False)
+        with translate_errors("connect", address or "socket"):
+            transport, protocol = await loop.connect_accepted_socket(StreamProtocol, sock)
+        return cls(transport, protocol, timeout=timeout, address=address)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{self.local} <-> {self.peer}"
+        return f"<aio.Connection {state}>"
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        return self._transport
+
+    @property
+    def bytes_received(self) -> int:
+        return self._protocol.bytes_received
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError("I/O on a closed connection")
+
+    def _raise_lost(self) -> None:
+        error = self._protocol.error
+        if isinstance(error, OSError):
+            with translate_errors("recv", self._name):
+                raise error
+
+    async def _fill(self, deadline: Deadline) -> bool:
+        """Wait for more bytes; False at EOF."""
+        if self._protocol.eof:
+            self._raise_lost()
+            return False
+        before = len(self._buffer)
+        with translate_errors("recv", self._name, deadline.seconds):
+            await _wait(asyncio.ensure_future(self._protocol.wait_for_data()), deadline)
+        if len(self._buffer) > before:
+            return True
+        self._raise_lost()
+        return not self._protocol.eof
+
+    # -- sending -----------------------------------------------------------------
+
+    async def send(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of ``data`` (queued, and waited for while the peer is slow)."""
+        self._check_open()
+        if self._transport.is_closing():
+            self._raise_lost()
+            raise ConnectionReset(f"connection reset by peer: {self._name}")
+        self._transport.write(data)
+        self.bytes_sent += len(data)
+        deadline = Deadline(self.timeout)
+        with translate_errors("send", self._name, deadline.seconds):
+            await _wait(asyncio.ensure_future(self._protocol.drain()), deadline)
+        self._raise_lost()
+
+    async def send_line(self, line: bytes | str) -> None:
+        await self.send(framing.encode_line(line))
+
+    async def send_message(self, payload: bytes | bytearray | memoryview) -> None:
+        await self.send(framing.encode_frame(payload))
+
+    async def shutdown_write(self) -> None:
+        """Half-close: the peer reads EOF, and this side can still receive."""
+        self._check_open()
+        if self._transport.can_write_eof() and not self._transport.is_closing():
+            self._transport.write_eof()
+
+    # -- receiving ---------------------------------------------------------------
+
+    async def recv(self, max_bytes: int = 65536) -> bytes:
+        """Up to ``max_bytes`` as soon as any are there; ``b""`` at EOF."""
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        while not self._buffer:
+            if not await self._fill(deadline):
+                return b""
+        return self._buffer.take_some(max_bytes)
+
+    async def recv_exactly(self, n: int) -> bytes:
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        while (data := self._buffer.take_exactly(n)) is None:
+            if not await self._fill(deadline):
+                raise framing.closed_error(self._buffer, f"{n}-byte read")
+        return data
+
+    async def recv_until(
+        self, delimiter: bytes, max_bytes: int = framing.DEFAULT_MAX_LINE
+    ) -> bytes:
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        while (data := self._buffer.take_until(delimiter, max_bytes)) is None:
+            if not await self._fill(deadline):
+                raise framing.closed_error(self._buffer, f"{delimiter!r}-terminated read")
+        return data
+
+    async def recv_line(self, max_bytes: int = framing.DEFAULT_MAX_LINE) -> bytes:
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        while (line := framing.take_line(self._buffer, max_bytes)) is None:
+            if not await self._fill(deadline):
+                raise framing.closed_error(self._buffer, "line")
+        return line
+
+    async def recv_message(self, max_bytes: int = framing.DEFAULT_MAX_FRAME) -> bytes:
+        self._check_open()
+        deadline = Deadline(self.timeout)
+        while (frame := framing.take_frame(self._buffer, max_bytes)) is None:
+            if not await self._fill(deadline):
+                raise framing.closed_error(self._buffer, "frame")
+        return frame
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.lines()
+
+    async def lines(self, max_bytes: int = framing.DEFAULT_MAX_LINE) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.recv_line(max_bytes)
+            except ConnectionClosed as exc:
+                if exc.partial:
+                    yield exc.partial
+                return
+
+    async def messages(self, max_bytes: int = framing.DEFAULT_MAX_FRAME) -> AsyncIterator[bytes]:
+        while True:
+            try:
+                yield await self.recv_message(max_bytes)
+            except ConnectionClosed as exc:
+                if exc.partial:
+                    raise
+                return
+
+    # -- closing -----------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        await self._protocol.wait_closed()
+
+    async def aclose(self) -> None:
+        self.close()
+        await self.wait_closed()
+
+    async def __aenter__(self) -> Connection:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,110 @@
+"""``aio.Listener``: the asyncio twin of ``socketeer.Listener``."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from types import TracebackType
+from typing import final
+
+from .._deadline import Deadline
+from .._sockio import SocketFile, translate_errors
+from ..address import Address
+from ..listener import RETRY_ACCEPT_ERRNOS
+from ..listener import listen as listen_blocking
+from .connection import Connection, _wait
+
+__all__ = ["Listener", "listen"]
+
+
+async def listen(
+    address: str | Address,
+    *,
+    backlog: int = 128,
+    reuse_port: bool = False,
+    unix_mode: int | None = None,
+) -> Listener:
+    """Bind and listen; as ``socketeer.listen`` (binding does not block on a literal address)."""
+    blocking = listen_blocking(address, backlog=backlog, reuse_port=reuse_port, unix_mode=unix_mode)
+    return Listener._adopt(blocking)
+
+
+@final
+class Listener:
+    """A listening socket whose ``accept`` is awaited."""
+
+    def __init__(
+        self, sock: socket.socket, address: Address, socket_file: SocketFile | None = None
+    ) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._socket_file = socket_file
+        self._closed = False
+        self.address = address
+
+    @classmethod
+    def _adopt(cls, blocking: object) -> Listener:
+        from ..listener import Listener as BlockingListener
+
+        assert isinstance(blocking, BlockingListener)
+        # Take over the socket and its file; the blocking wrapper is dropped.
+        listener = cls(blocking.socket, blocking.address, blocking._socket_file)
+        blocking._socket_file = None
+        blocking._closed = True
+        return listener
+
+    @classmethod
+    def from_socket(cls, sock: socket.socket) -> Listener:
+        from ..listener import Listener as BlockingListener
+
+        return cls._adopt(BlockingListener.from_socket(sock))
+
+    @property
+    def socket(self) -> socket.socket:
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    async def accept(self, timeout: float | None = None) -> Connection:
+        """Wait for the next client.
+
+        Raises:
+            Timeout: none came within ``timeout``.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(timeout)
+        while True:
+            try:
+                with translate_errors("accept", self.address, timeout):
+                    future = asyncio.ensure_future(loop.sock_accept(self._sock))
+                    await _wait(future, deadline)  # type: ignore[arg-type]
+                    sock, _ = future.result()
+            except OSError as exc:
+                if exc.errno in RETRY_ACCEPT_ERRNOS:
+                    continue
+                raise
+            return await Connection.from_socket(sock, address=self.address)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._sock.close()
+        if self._socket_file is not None:
+            self._socket_file.remove()
+
+    async def __aenter__(self) -> Listener:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
