@@ -153,7 +153,8 @@ class DatagramEndpoint:
         deadline = Deadline(limit)
         where = self.peer or self.local
         with translate_errors("recv", where, limit):
-            self._sock.settimeout(deadline.remaining())
+            # timeout=0 polls: take a waiting datagram or fail at once.
+            self._sock.settimeout(0.0 if limit == 0 else deadline.remaining())
             size, sender = self._sock.recvfrom_into(self._buffer, MAX_DATAGRAM, _TRUNC)
         if size > MAX_DATAGRAM:
             raise FrameTooLarge(f"datagram of {size} bytes is larger than {MAX_DATAGRAM}")

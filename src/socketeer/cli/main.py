@@ -79,6 +79,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
 def _count(text: str) -> int:
     try:
         value = int(text)
@@ -139,6 +149,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _stream_options(listen)
     _common(listen)
+
+    serve = commands.add_parser(
+        "serve",
+        help="a concurrent server on ADDRESS running HANDLER",
+        description="Serve many clients at once with a handler: echo, discard, ack, "
+        "exec -- PROG ARGS, broker, chat, or MODULE:FUNCTION.",
+    )
+    serve.add_argument("address", metavar="ADDRESS")
+    serve.add_argument("handler", metavar="HANDLER")
+    serve.add_argument(
+        "args",
+        nargs="*",
+        metavar="ARGS",
+        help="for exec: -- PROG [ARGS...] (after --, nothing is an option)",
+    )
+    serve.add_argument(
+        "--model",
+        choices=("thread", "fork", "async"),
+        default="thread",
+        help="a thread per connection (default), a process per connection, or one event loop",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_whole,
+        default=1,
+        metavar="N",
+        help="N processes share the address (0 = one per CPU)",
+    )
+    serve.add_argument(
+        "--max-conns",
+        type=_count,
+        metavar="N",
+        help="close clients beyond N open connections at once",
+    )
+    serve.add_argument(
+        "-i",
+        "--idle-timeout",
+        type=_seconds,
+        metavar="S",
+        help="close a connection with no traffic for S seconds",
+    )
+    serve.add_argument(
+        "--allow",
+        action="append",
+        metavar="NET",
+        help="serve only clients in these addresses/CIDR networks",
+    )
+    serve.add_argument(
+        "--deny",
+        action="append",
+        metavar="NET",
+        help="refuse clients in these addresses/CIDR networks",
+    )
+    serve.add_argument(
+        "--grace",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="on SIGTERM/SIGINT, let connections finish for S seconds (default 5)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the connection log on stderr",
+    )
+    _common(serve)
     return parser
 
 
@@ -155,8 +232,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(args_list)
         if args.command == "connect":
             from .connect import run
-        else:
+        elif args.command == "listen":
             from .listen import run
+        else:
+            from .serve import run
         return run(args)
     except SocketeerError as exc:
         if debug:

@@ -1,0 +1,128 @@
+"""``echo``, ``discard`` and ``ack`` (the tutorial's server), for streams and datagrams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..address import Address
+from .base import Handler
+
+if TYPE_CHECKING:
+    from ..aio import Connection as AsyncConnection
+    from ..connection import Connection
+    from ..datagram import DatagramEndpoint
+
+ACK = b"I got your message\n"
+
+
+def print_line(text: bytes) -> None:
+    """One ``write`` per line: threads and forked children share stdout."""
+    os.write(1, text + b"\n")
+
+
+class Echo(Handler):
+    """Sends every byte (or datagram) back."""
+
+    name = "echo"
+    datagrams = True
+
+    def serve(self, conn: Connection) -> None:
+        while data := conn.recv():
+            conn.send(data)
+
+    async def serve_async(self, conn: AsyncConnection) -> None:
+        while data := await conn.recv():
+            await conn.send(data)
+
+    def datagram(self, data: bytes, sender: Address | None, endpoint: DatagramEndpoint) -> None:
+        if sender is not None:
+            endpoint.send(data, to=sender)
+
+    def fast_protocol(self) -> Any:
+        return EchoProtocol
+
+
+class Discard(Handler):
+    """Reads and drops."""
+
+    name = "discard"
+    datagrams = True
+
+    def serve(self, conn: Connection) -> None:
+        while conn.recv():
+            pass
+
+    async def serve_async(self, conn: AsyncConnection) -> None:
+        while await conn.recv():
+            pass
+
+    def datagram(self, data: bytes, sender: Address | None, endpoint: DatagramEndpoint) -> None:
+        pass
+
+    def fast_protocol(self) -> Any:
+        return DiscardProtocol
+
+
+class Ack(Handler):
+    """The tutorial's server: print ``Here is the message: LINE``, answer ``I got your message``."""
+
+    name = "ack"
+    datagrams = True
+
+    def serve(self, conn: Connection) -> None:
+        for line in conn:
+            print_line(b"Here is the message: " + line)
+            conn.send(ACK)
+
+    async def serve_async(self, conn: AsyncConnection) -> None:
+        async for line in conn:
+            print_line(b"Here is the message: " + line)
+            await conn.send(ACK)
+
+    def datagram(self, data: bytes, sender: Address | None, endpoint: DatagramEndpoint) -> None:
+        print_line(b"Here is the message: " + data.rstrip(b"\r\n"))
+        if sender is not None:
+            endpoint.send(ACK, to=sender)
+
+
+# -- the async model's fast paths: no Connection object, no task per client ----------
+
+
+class CountingProtocol(asyncio.BufferedProtocol):
+    """Receives into one reusable buffer and counts bytes; the server hooks in via ``on_close``."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(65536)
+        self._view = memoryview(self._buffer)
+        self.transport: Any = None
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.last_activity = 0.0
+        self.on_close: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: nothing more to answer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.on_close is not None:
+            self.on_close(self, exc)
+
+
+class EchoProtocol(CountingProtocol):
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes
+        self.bytes_sent += nbytes
+        self.transport.write(self._view[:nbytes].tobytes())
+
+
+class DiscardProtocol(CountingProtocol):
+    def buffer_updated(self, nbytes: int) -> None:
+        self.bytes_received += nbytes

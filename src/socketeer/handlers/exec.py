@@ -1,0 +1,97 @@
+"""``exec -- PROG ARGS...``: a program per connection, the socket as its stdin and stdout.
+
+inetd and ucspi-tcp style: the program gets the connected socket itself as
+descriptors 0 and 1 (no copying through socketeer), is started from an
+argument list (never a shell), and finds the peer in the ucspi-tcp variables
+``PROTO``, ``TCPREMOTEIP``, ``TCPREMOTEPORT``, ``TCPLOCALIP``, ``TCPLOCALPORT``.
+Bytes in and out are the program's business and are not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from ..address import Address
+from ..errors import UsageError
+from .base import Handler
+
+if TYPE_CHECKING:
+    from ..aio import Connection as AsyncConnection
+    from ..connection import Connection
+
+
+def ucspi_environment(local: Address | None, peer: Address | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if (local and local.is_inet) or (peer and peer.is_inet):
+        env["PROTO"] = "TCP"
+        if peer is not None and peer.is_inet:
+            env["TCPREMOTEIP"], env["TCPREMOTEPORT"] = peer.host, str(peer.port)
+        if local is not None and local.is_inet:
+            env["TCPLOCALIP"], env["TCPLOCALPORT"] = local.host, str(local.port)
+    else:
+        env["PROTO"] = "UNIX"
+    return env
+
+
+class Exec(Handler):
+    name = "exec"
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        if not argv:
+            raise UsageError("exec needs a program: serve ADDRESS exec -- PROG [ARGS...]")
+        program = shutil.which(argv[0])
+        if program is None:
+            raise UsageError(f"exec: program not found: {argv[0]}")
+        self.argv = [program, *argv[1:]]
+        self._running: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+
+    def _start(
+        self, fd: int, local: Address | None, peer: Address | None
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.argv, stdin=fd, stdout=fd, env=ucspi_environment(local, peer), close_fds=True
+        )
+
+    def serve(self, conn: Connection) -> None:
+        proc = self._start(conn.fileno(), conn.local, conn.peer)
+        conn.close()  # the program holds the socket now
+        with self._lock:
+            self._running.add(proc)
+        try:
+            proc.wait()
+        finally:
+            if proc.poll() is None:  # interrupted (a forced shutdown): stop the program too
+                proc.terminate()
+                proc.wait()
+            with self._lock:
+                self._running.discard(proc)
+
+    async def serve_async(self, conn: AsyncConnection) -> None:
+        raw = conn.transport.get_extra_info("socket")
+        fd = os.dup(raw.fileno())
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.argv, stdin=fd, stdout=fd, env=ucspi_environment(conn.local, conn.peer)
+            )
+        finally:
+            os.close(fd)
+        conn.transport.abort()  # our copy only: the program's copy keeps the connection
+        try:
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                await proc.wait()
+
+    def close(self) -> None:
+        with self._lock:
+            for proc in self._running:
+                if proc.poll() is None:
+                    proc.terminate()

@@ -1,0 +1,88 @@
+"""The server's log: one line per closed connection, as text or JSON (SPEC §4).
+
+Everything goes through the ``socketeer.server`` logger with the fields as
+``extra``; the CLI picks the formatter (``--log-format text|json``), library
+users configure ``logging`` as they like.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from ..address import Address
+
+log = logging.getLogger("socketeer.server")
+
+_FIELDS = ("event", "peer", "duration", "bytes_in", "bytes_out", "reason", "pid")
+
+
+def _peer_text(peer: Address | None) -> str:
+    return str(peer) if peer is not None else "local client"
+
+
+def closed(
+    peer: Address | None,
+    started: float,
+    bytes_in: int | None,
+    bytes_out: int | None,
+    error: BaseException | None = None,
+) -> None:
+    duration = time.monotonic() - started
+    shown_in = "?" if bytes_in is None else str(bytes_in)
+    shown_out = "?" if bytes_out is None else str(bytes_out)
+    why = f" ({error})" if error is not None else ""
+    log.info(
+        "closed %s after %.3fs: %s bytes in, %s bytes out%s",
+        _peer_text(peer),
+        duration,
+        shown_in,
+        shown_out,
+        why,
+        extra={
+            "event": "closed",
+            "peer": _peer_text(peer),
+            "duration": round(duration, 6),
+            "bytes_in": bytes_in,
+            "bytes_out": bytes_out,
+            "reason": str(error) if error is not None else None,
+        },
+    )
+
+
+def refused(peer: Address | None, reason: str) -> None:
+    log.warning(
+        "refused %s: %s",
+        _peer_text(peer),
+        reason,
+        extra={"event": "refused", "peer": _peer_text(peer), "reason": reason},
+    )
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message, and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": round(record.created, 6),
+            "level": record.levelname.lower(),
+            "message": record.getMessage(),
+        }
+        for field in _FIELDS:
+            if hasattr(record, field):
+                entry[field] = getattr(record, field)
+        return json.dumps(entry)
+
+
+def configure(fmt: str = "text", verbose: int = 0, quiet: bool = False) -> None:
+    """Send the server log to stderr: the CLI's set-up."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JSONFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("socketeer: %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)

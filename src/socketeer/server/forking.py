@@ -1,0 +1,130 @@
+"""The fork model: a child process per connection, as in the tutorial — and no zombies.
+
+The parent only accepts. The child closes its copy of the listening socket
+(the socket file stays: only the process that bound it removes it), serves,
+logs and exits with ``os._exit``; the parent closes its copy of the client
+socket. SIGCHLD wakes the parent's loop, which reaps every exited child with
+``waitpid(-1, WNOHANG)`` on every turn, so zombies never pile up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from . import _log
+from .core import wait_until
+from .threaded import accept_ready, run_handler
+
+if TYPE_CHECKING:
+    from ..connection import Connection
+    from .core import Server
+
+
+class _Terminated(BaseException):
+    """SIGTERM in a child: unwind so ``finally`` blocks (an exec'd program) clean up."""
+
+
+def _child_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+class ForkRunner:
+    def __init__(self, server: Server) -> None:
+        assert server.listener is not None
+        self.server = server
+        self.listener = server.listener
+        self.stopper = server.stopper
+        self.children: dict[int, float] = {}
+
+    def run(self) -> None:
+        self.stopper.install_signals(extra=[signal.SIGCHLD])
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.listener.fileno(), selectors.EVENT_READ, "accept")
+                selector.register(self.stopper.fileno(), selectors.EVENT_READ, "stop")
+                while not self.stopper.stopping:
+                    for key, _ in selector.select():
+                        if key.data == "stop":
+                            self.stopper.drain()
+                        elif not self.stopper.stopping:
+                            self._accept()
+                    self.reap()
+            self.listener.close()
+            self._finish()
+        finally:
+            self.reap()
+
+    def reap(self) -> None:
+        """Collect every child that has exited (one SIGCHLD may stand for many)."""
+        while self.children:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.pop(pid, None)
+
+    def _accept(self) -> None:
+        conn = accept_ready(self.listener)
+        if conn is None:
+            return
+        self.reap()
+        if not self.server.admit(conn.peer, len(self.children)):
+            conn.close()
+            return
+        pid = os.fork()
+        if pid == 0:
+            self._child(conn)  # never returns
+        self.children[pid] = time.monotonic()
+        conn.close()  # the child has its own copy
+
+    def _child(self, conn: Connection) -> None:
+        status = 0
+        try:
+            # The parent decides when its children stop: Ctrl-C in a terminal
+            # reaches the whole process group, but only the parent acts on it.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, _child_sigterm)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            self.listener.close()
+            self.stopper.close()
+            run_handler(self.server, conn)
+        except _Terminated:
+            status = 143
+        except BaseException:
+            status = 1
+        finally:
+            with contextlib.suppress(Exception):
+                for handler in _log.log.handlers:
+                    handler.flush()
+            os._exit(status)
+
+    def _finish(self) -> None:
+        def done() -> bool:
+            self.reap()
+            return not self.children
+
+        if wait_until(done, self.server.grace, self.stopper):
+            return
+        _log.log.warning("grace period over: stopping %d child(ren)", len(self.children))
+        self._signal_children(signal.SIGTERM)
+        if not wait_until(done, 1.0 if not self.stopper.forced else 0.2, self.stopper):
+            self._signal_children(signal.SIGKILL)
+            while self.children:
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+                self.children.pop(pid, None)
+
+    def _signal_children(self, signum: int) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)

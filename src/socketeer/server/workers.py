@@ -1,0 +1,111 @@
+"""``workers=N``: N processes serving one address, a dead one replaced.
+
+TCP workers each bind their own socket with SO_REUSEPORT, so the kernel
+spreads connections over them evenly, while the supervisor holds the port
+with a bound socket that never listens. Unix and datagram sockets (and
+platforms without SO_REUSEPORT) are shared instead: every worker inherits the
+one socket. The supervisor only starts, watches and stops workers; on
+SIGTERM/SIGINT it passes SIGTERM on, so each worker shuts down gracefully.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from typing import TYPE_CHECKING
+
+from .._sockio import bound_socket
+from ..listener import Listener
+from . import _log
+from .core import Stopper, wait_until
+
+if TYPE_CHECKING:
+    from .core import Server
+
+RESPAWN_PAUSE = 0.5  # a worker that dies at once must not become a fork bomb
+
+
+class Supervisor:
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.stopper = server.stopper
+        self.workers: dict[int, float] = {}
+
+    def run(self) -> None:
+        self.stopper.install_signals(extra=[signal.SIGCHLD])
+        for _ in range(self.server.workers):
+            self._spawn()
+        _log.log.info("%d workers started", len(self.workers))
+        while not self.stopper.stopping:
+            self.stopper.wait()  # a signal: stop, or SIGCHLD from a worker
+            for pid, status in self._reap():
+                if self.stopper.stopping:
+                    break
+                how = _describe(status)
+                _log.log.warning("worker %d %s; starting a replacement", pid, how)
+                if time.monotonic() - self.workers.get(pid, 0.0) < RESPAWN_PAUSE:
+                    time.sleep(RESPAWN_PAUSE)
+                self._spawn()
+        self._stop()
+
+    def _reap(self) -> list[tuple[int, int]]:
+        gone = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            if pid in self.workers:
+                gone.append((pid, status))
+                del self.workers[pid]
+        return gone
+
+    def _spawn(self) -> None:
+        pid = os.fork()
+        if pid:
+            self.workers[pid] = time.monotonic()
+            return
+        status = 0
+        try:
+            self.stopper.restore_signals()
+            self.server.stopper = Stopper()
+            if self.server.reserved is not None:
+                sock, _ = bound_socket(self.server.address, reuse_port=True)
+                sock.listen(self.server.backlog)
+                self.server.listener = Listener(sock, address=self.server.address)
+            self.server.run_one()
+        except BaseException:
+            _log.log.exception("worker %d failed", os.getpid())
+            status = 1
+        finally:
+            os._exit(status)
+
+    def _stop(self) -> None:
+        for pid in list(self.workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+        def all_gone() -> bool:
+            self._reap()
+            return not self.workers
+
+        if not wait_until(all_gone, self.server.grace + 2.0, self.stopper):
+            for pid in list(self.workers):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            while self.workers:
+                try:
+                    pid, _ = os.waitpid(-1, 0)
+                except ChildProcessError:
+                    break
+                self.workers.pop(pid, None)
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"was killed by signal {os.WTERMSIG(status)}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
