@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Union
 
 from .address import Address
 from .errors import UsageError
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 __all__ = ["AccessList", "parse_network"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
@@ -38,11 +39,10 @@ class Room(Handler):
             lock = self._send_locks.get(member)
             if lock is None:
                 continue
-            with lock:  # whole messages: two senders never interleave
-                try:
-                    member.send(data)  # type: ignore[attr-defined]
-                except SocketeerError:
-                    pass  # that member's own thread sees the failure and leaves
+            # Whole messages: two senders never interleave. A failure is left
+            # to that member's own thread, which sees it and leaves.
+            with lock, contextlib.suppress(SocketeerError):
+                member.send(data)  # type: ignore[attr-defined]
 
     def serve(self, conn: Connection) -> None:
         with self._lock:

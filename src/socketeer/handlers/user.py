@@ -41,16 +41,17 @@ def import_function(spec: str) -> Callable[..., Any]:
             raise UsageError(f"handler {spec}: {module_name} has no {attr}")
     if not callable(function):
         raise UsageError(f"handler {spec}: {attr} is not callable")
-    return function  # type: ignore[return-value]
+    return function
 
 
 class UserHandler(Handler):
-    """``def f(conn)`` (thread, fork), ``async def f(conn)`` (async), ``def f(data, sender, endpoint)``."""
+    """A user's function: ``def f(conn)`` (thread, fork), ``async def f(conn)`` (async),
+    or ``def f(data, sender, endpoint)`` (datagrams)."""
 
     datagrams = True
 
     def __init__(self, function: Callable[..., Any], name: str | None = None) -> None:
-        self.name = name or getattr(function, "__qualname__", repr(function))
+        self.name = name or str(getattr(function, "__qualname__", repr(function)))
         self.function = function
         self.is_coroutine = inspect.iscoroutinefunction(function)
         self.models = ("async",) if self.is_coroutine else ("thread", "fork")

@@ -168,7 +168,7 @@ class AsyncRunner:
     def _fast_factory(self, base: Any) -> Any:
         runner = self
 
-        class Served(base):  # type: ignore[misc, valid-type]
+        class Served(base):  # type: ignore[misc]
             def connection_made(self, transport: Any) -> None:
                 super().connection_made(transport)
                 tracked = runner._opened(self, transport)

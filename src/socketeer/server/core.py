@@ -55,6 +55,10 @@ class Stopper:
         self._previous: dict[int, Any] = {}
         self._closed = False
 
+    def requested(self) -> bool:
+        """Whether a stop was asked for (a call, so loops re-read it)."""
+        return self.stopping
+
     def fileno(self) -> int:
         return self._reader.fileno()
 
@@ -89,8 +93,8 @@ class Stopper:
         """Route SIGTERM and SIGINT (and ``extra``, e.g. SIGCHLD) here; main thread only."""
         if threading.current_thread() is not threading.main_thread():
             return
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            self._previous[signum] = signal.signal(signum, self._on_signal)
+        for main_signal in (signal.SIGTERM, signal.SIGINT):
+            self._previous[main_signal] = signal.signal(main_signal, self._on_signal)
         for signum in extra:
             self._previous[signum] = signal.signal(signum, lambda s, f: self.wake())
 

@@ -41,7 +41,7 @@ class Supervisor:
         while not self.stopper.stopping:
             self.stopper.wait()  # a signal: stop, or SIGCHLD from a worker
             for pid, status in self._reap():
-                if self.stopper.stopping:
+                if self.stopper.requested():
                     break
                 how = _describe(status)
                 _log.log.warning("worker %d %s; starting a replacement", pid, how)
