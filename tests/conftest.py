@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,7 +118,11 @@ def run_cli(
 
 
 class Background:
-    """A command running in the background with pipes, stopped at teardown."""
+    """A command running in the background with pipes, stopped at teardown.
+
+    A thread reads its stderr all along (a full pipe would block the program):
+    ``stderr_lines`` grows as lines arrive.
+    """
 
     def __init__(
         self,
@@ -137,29 +142,36 @@ class Background:
             start_new_session=True,
         )
         self.stderr_lines: list[bytes] = []
+        self._listening: list[str] = []
+        self._listening_seen = threading.Event()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+            match = LISTENING.search(line)
+            if match and not self._listening:
+                self._listening.append(match.group(1).decode())
+                self._listening_seen.set()
+        self._listening_seen.set()  # EOF: it will never say it
 
     def wait_listening(self, timeout: float = 15) -> str:
         """Block until the ``listening on ADDRESS`` line; returns ADDRESS."""
-        result: list[str] = []
-
-        def reader() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                self.stderr_lines.append(line)
-                match = LISTENING.search(line)
-                if match and not result:
-                    result.append(match.group(1).decode())
-                    return
-
-        thread = threading.Thread(target=reader, daemon=True)
-        thread.start()
-        thread.join(timeout)
-        if not result:
+        self._listening_seen.wait(timeout)
+        if not self._listening:
             self.stop()
             raise AssertionError(
                 f"{self.argv} did not report listening: {b''.join(self.stderr_lines)!r}"
             )
-        return result[0]
+        return self._listening[0]
+
+    def wait_for_stderr(self, needle: bytes, count: int = 1, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while sum(needle in line for line in self.stderr_lines) < count:
+            assert time.monotonic() < deadline, f"no {needle!r} in {self.stderr_lines!r}"
+            time.sleep(0.02)
 
     def _forget_closed_stdin(self) -> None:
         if self.proc.stdin is not None and self.proc.stdin.closed:
@@ -167,8 +179,12 @@ class Background:
 
     def finish(self, timeout: float = 30) -> tuple[bytes, bytes, int]:
         self._forget_closed_stdin()
-        out, err = self.proc.communicate(timeout=timeout)
-        return out or b"", b"".join(self.stderr_lines) + (err or b""), self.proc.returncode
+        stderr, self.proc.stderr = self.proc.stderr, None  # the reader thread owns it
+        out, _ = self.proc.communicate(timeout=timeout)
+        self._reader.join(timeout)
+        if stderr is not None:
+            stderr.close()
+        return out or b"", b"".join(self.stderr_lines), self.proc.returncode
 
     def stop(self) -> None:
         self._forget_closed_stdin()
@@ -176,7 +192,7 @@ class Background:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
         with contextlib.suppress(ValueError, subprocess.TimeoutExpired):
-            self.proc.communicate(timeout=10)
+            self.finish(timeout=10)
 
 
 @pytest.fixture

@@ -193,11 +193,7 @@ def test_listen_keep_open_many_clients(background: type[Background]) -> None:
         for i, client in enumerate(clients):
             client.send_line(f"client {i}")
         assert server.proc.stdin is not None
-        # Wait until all three are accepted before broadcasting.
-        deadline = time.monotonic() + 10
-        while sum(b"connection from" in line for line in server.stderr_lines) < 3:
-            assert time.monotonic() < deadline
-            _drain_stderr(server)
+        server.wait_for_stderr(b"connection from", count=3)  # all in before broadcasting
         server.proc.stdin.write(b"to everyone\n")
         server.proc.stdin.flush()
         for client in clients:
@@ -211,13 +207,6 @@ def test_listen_keep_open_many_clients(background: type[Background]) -> None:
     assert code == 130
 
 
-def _drain_stderr(server: Background) -> None:
-    assert server.proc.stderr is not None
-    line = server.proc.stderr.readline()
-    if line:
-        server.stderr_lines.append(line)
-
-
 def test_listen_max_conns_closes_extra_clients(background: type[Background]) -> None:
     server = background([*SOCKETEER, "listen", "-k", "--max-conns", "1", "tcp://127.0.0.1:0"])
     address = server.wait_listening()
@@ -225,10 +214,7 @@ def test_listen_max_conns_closes_extra_clients(background: type[Background]) -> 
         first.send_line("one")
         with socketeer.connect(address, timeout=10) as second:
             assert second.recv() == b""  # accepted and closed at once
-    deadline = time.monotonic() + 10
-    while not any(b"--max-conns 1 reached" in line for line in server.stderr_lines):
-        assert time.monotonic() < deadline
-        _drain_stderr(server)
+    server.wait_for_stderr(b"--max-conns 1 reached")
     server.proc.send_signal(signal.SIGINT)
     out, _, code = server.finish()
     assert out == b"one\n"

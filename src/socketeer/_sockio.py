@@ -13,6 +13,7 @@ import ipaddress
 import os
 import socket
 import stat
+import struct
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -228,9 +229,12 @@ def connected_socket(
                     sources = resolve(source, passive=True)
                     with translate_errors("bind", source):
                         sock.bind(sources[0].sockaddr)
-                sock.settimeout(deadline.remaining())
-                sock.connect(target.sockaddr)
-                sock.settimeout(None)
+                if target.family == socket.AF_UNIX:
+                    connect_unix(sock, target.sockaddr, deadline.remaining())
+                else:
+                    sock.settimeout(deadline.remaining())
+                    sock.connect(target.sockaddr)
+                    sock.settimeout(None)
         except (ConnectError, Timeout) as exc:
             sock.close()
             last = exc
@@ -244,6 +248,26 @@ def connected_socket(
         return sock
     assert last is not None, "getaddrinfo returns at least one row or fails"
     raise last
+
+
+def connect_unix(sock: socket.socket, path: str | bytes, timeout: float | None) -> None:
+    """A blocking Unix connect that waits for room in a busy server's backlog.
+
+    Python implements ``settimeout`` with a non-blocking socket and ``poll``,
+    but a non-blocking Unix connect fails at once with EAGAIN when the backlog
+    is full (unlike TCP, it never goes "in progress"). So the socket stays
+    blocking and the kernel's own send timeout bounds the wait.
+    """
+    sock.settimeout(None)
+    if timeout is not None:
+        seconds = int(timeout)
+        micro = int((timeout - seconds) * 1_000_000) or (0 if seconds else 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", seconds, micro))
+    try:
+        sock.connect(path)
+    finally:
+        if timeout is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 0, 0))
 
 
 class SocketFile:

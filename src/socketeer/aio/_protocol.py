@@ -84,24 +84,27 @@ class StreamProtocol(asyncio.BufferedProtocol):
         if self._reader is not None and not self._reader.done():
             self._reader.set_result(None)
 
-    async def wait_for_data(self) -> None:
-        """Return once more bytes, EOF or an error have arrived."""
+    # Both waiters are made synchronously, before the caller yields to the loop:
+    # a callback that runs in between then finds them and wakes them.
+
+    def data_waiter(self) -> asyncio.Future[None] | None:
+        """A future done when more bytes, EOF or an error arrive (None: at EOF already)."""
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
         if self.eof:
-            return
-        self._reader = asyncio.get_running_loop().create_future()
-        try:
-            await self._reader
-        finally:
-            self._reader = None
+            return None
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_future()
+        return self._reader
 
-    async def drain(self) -> None:
-        if self._write_paused and not self.eof:
-            waiter = asyncio.get_running_loop().create_future()
-            self._drainers.append(waiter)
-            await waiter
+    def drain_waiter(self) -> asyncio.Future[None] | None:
+        """A future done when the transport takes writes again (None: it does now)."""
+        if not self._write_paused or self.eof:
+            return None
+        waiter = asyncio.get_running_loop().create_future()
+        self._drainers.append(waiter)
+        return waiter
 
     async def wait_closed(self) -> None:
         if self._closed is not None:

@@ -10,13 +10,14 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import final
+from typing import Any, final
 
 from .. import framing
 from .._deadline import Deadline
 from .._sockio import (
     Target,
     address_of,
+    connect_unix,
     inet_family,
     resolve,
     scheme_for,
@@ -37,15 +38,30 @@ from ._protocol import StreamProtocol
 __all__ = ["Connection", "connect"]
 
 
-async def _wait(awaitable: asyncio.Future[None] | asyncio.Task[None], deadline: Deadline) -> None:
+async def _wait(awaitable: asyncio.Future[Any], deadline: Deadline) -> None:
     remaining = deadline.remaining()
     if remaining is None:
         await awaitable
         return
     try:
-        await asyncio.wait_for(awaitable, remaining)
+        await asyncio.wait_for(awaitable, remaining)  # cancels it on timeout
     except asyncio.TimeoutError:
         raise Timeout(f"timed out after {deadline.seconds:g}s") from None
+
+
+async def _connect_unix(sock: socket.socket, path: str | bytes, deadline: Deadline) -> None:
+    """Connect a Unix socket in a worker thread.
+
+    A non-blocking Unix connect fails with EAGAIN when the server's backlog
+    is full (it does not go "in progress" as TCP does), so asyncio's
+    ``sock_connect`` would give up on a busy server. A blocking connect waits
+    in the kernel for room, which is what a client wants.
+    """
+    remaining = deadline.remaining()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, connect_unix, sock, path, remaining)
+    finally:
+        sock.setblocking(False)
 
 
 async def resolve_async(address: Address) -> list[Target]:
@@ -91,7 +107,11 @@ async def connect(
                 if source is not None:
                     src = resolve(Address.parse(source), passive=True)[0]
                     sock.bind(src.sockaddr)
-                await _wait(asyncio.ensure_future(loop.sock_connect(sock, row.sockaddr)), deadline)
+                if row.family == socket.AF_UNIX:
+                    await _connect_unix(sock, row.sockaddr, deadline)
+                else:
+                    connecting = asyncio.ensure_future(loop.sock_connect(sock, row.sockaddr))
+                    await _wait(connecting, deadline)
         except (ConnectError, Timeout) as exc:
             sock.close()
             last = exc
@@ -180,8 +200,10 @@ class Connection:
             self._raise_lost()
             return False
         before = len(self._buffer)
-        with translate_errors("recv", self._name, deadline.seconds):
-            await _wait(asyncio.ensure_future(self._protocol.wait_for_data()), deadline)
+        waiter = self._protocol.data_waiter()
+        if waiter is not None:
+            with translate_errors("recv", self._name, deadline.seconds):
+                await _wait(waiter, deadline)
         if len(self._buffer) > before:
             return True
         self._raise_lost()
@@ -197,9 +219,11 @@ class Connection:
             raise ConnectionReset(f"connection reset by peer: {self._name}")
         self._transport.write(data)
         self.bytes_sent += len(data)
-        deadline = Deadline(self.timeout)
-        with translate_errors("send", self._name, deadline.seconds):
-            await _wait(asyncio.ensure_future(self._protocol.drain()), deadline)
+        waiter = self._protocol.drain_waiter()
+        if waiter is not None:
+            deadline = Deadline(self.timeout)
+            with translate_errors("send", self._name, deadline.seconds):
+                await _wait(waiter, deadline)
         self._raise_lost()
 
     async def send_line(self, line: bytes | str) -> None:

@@ -78,7 +78,7 @@ class Listener:
             try:
                 with translate_errors("accept", self.address, timeout):
                     future = asyncio.ensure_future(loop.sock_accept(self._sock))
-                    await _wait(future, deadline)  # type: ignore[arg-type]
+                    await _wait(future, deadline)
                     sock, _ = future.result()
             except OSError as exc:
                 if exc.errno in RETRY_ACCEPT_ERRNOS:

@@ -8,6 +8,7 @@ start-up and with a clear message, a model or socket kind it cannot serve.
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address
@@ -31,6 +32,9 @@ class Handler:
     datagrams = False
     #: Whether its connections share state, so all must live in one process.
     shared_state = False
+    #: Whether it hands the socket itself to someone else (exec): the async
+    #: model must then not read a byte from it.
+    takes_socket = False
 
     def check(self, *, model: str, workers: int, datagram: bool) -> None:
         """Raise ``UsageError`` if this handler cannot serve that configuration."""
@@ -52,6 +56,12 @@ class Handler:
 
     def datagram(self, data: bytes, sender: Address | None, endpoint: DatagramEndpoint) -> None:
         raise UsageError(f"handler {self.name} does not serve datagram sockets")
+
+    async def serve_socket_async(
+        self, sock: socket.socket, local: Address | None, peer: Address | None
+    ) -> None:
+        """Serve the raw accepted socket (async model, handlers with ``takes_socket``)."""
+        raise UsageError(f"handler {self.name} does not take raw sockets")
 
     def fast_protocol(self) -> Any:
         """An asyncio protocol class that serves a connection by itself (async model).

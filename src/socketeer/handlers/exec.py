@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -22,7 +23,6 @@ from ..errors import UsageError
 from .base import Handler
 
 if TYPE_CHECKING:
-    from ..aio import Connection as AsyncConnection
     from ..connection import Connection
 
 
@@ -41,6 +41,7 @@ def ucspi_environment(local: Address | None, peer: Address | None) -> dict[str, 
 
 class Exec(Handler):
     name = "exec"
+    takes_socket = True
 
     def __init__(self, argv: Sequence[str]) -> None:
         if not argv:
@@ -73,16 +74,18 @@ class Exec(Handler):
             with self._lock:
                 self._running.discard(proc)
 
-    async def serve_async(self, conn: AsyncConnection) -> None:
-        raw = conn.transport.get_extra_info("socket")
-        fd = os.dup(raw.fileno())
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *self.argv, stdin=fd, stdout=fd, env=ucspi_environment(conn.local, conn.peer)
-            )
-        finally:
-            os.close(fd)
-        conn.transport.abort()  # our copy only: the program's copy keeps the connection
+    async def serve_socket_async(
+        self, sock: socket.socket, local: Address | None, peer: Address | None
+    ) -> None:
+        """The async model hands over the accepted socket itself (``takes_socket``)."""
+        sock.setblocking(True)  # the flag is shared: the program expects blocking I/O
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=sock.fileno(),
+            stdout=sock.fileno(),
+            env=ucspi_environment(local, peer),
+        )
+        sock.close()  # our copy only: the program's copy keeps the connection
         try:
             await proc.wait()
         finally:

@@ -29,7 +29,7 @@ class _Tracked:
 
     __slots__ = ("counters", "last_change", "last_total", "peer", "started", "task", "transport")
 
-    def __init__(self, transport: Any, peer: Any) -> None:
+    def __init__(self, transport: Any | None, peer: Any) -> None:
         self.transport = transport
         self.peer = peer
         self.started = time.monotonic()
@@ -70,18 +70,27 @@ class AsyncRunner:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._on_signal, signum)
-        fast = self.server.handler.fast_protocol()
-        factory = self._fast_factory(fast) if fast is not None else self._task_factory()
-        server = await loop.create_server(
-            factory, sock=self.listener.socket, backlog=self.server.backlog
-        )
+        server: Any
+        if self.server.handler.takes_socket:
+            # exec: the program gets the socket untouched, so no transport may
+            # read from it; accept the raw sockets here instead.
+            server = asyncio.ensure_future(self._accept_raw())
+        else:
+            fast = self.server.handler.fast_protocol()
+            factory = self._fast_factory(fast) if fast is not None else self._task_factory()
+            server = await loop.create_server(
+                factory, sock=self.listener.socket, backlog=self.server.backlog
+            )
         sweeper = None
         if self.server.idle_timeout is not None:
             sweeper = asyncio.ensure_future(self._sweep_idle(self.server.idle_timeout))
         try:
             await self.stop_event.wait()
         finally:
-            server.close()
+            if isinstance(server, asyncio.Future):
+                server.cancel()
+            else:
+                server.close()
             self.listener.close()  # new clients are refused from here on
             if sweeper is not None:
                 sweeper.cancel()
@@ -115,12 +124,48 @@ class AsyncRunner:
             for tracked in list(self.active.values()):
                 if tracked.task is not None:
                     tracked.task.cancel()
-                tracked.transport.abort()
+                if tracked.transport is not None:
+                    tracked.transport.abort()
             self.server.handler.close()
             await asyncio.sleep(0)
             tasks = [t.task for t in self.active.values() if t.task is not None]
             if tasks:
                 await asyncio.wait(tasks, timeout=2.0)
+
+    async def _accept_raw(self) -> None:
+        from .._sockio import address_of, local_address
+        from .core import BACKOFF, CAPACITY_ERRNOS
+
+        loop = asyncio.get_running_loop()
+        listening = self.listener.socket
+        while True:
+            try:
+                sock, peername = await loop.sock_accept(listening)
+            except OSError as exc:
+                if exc.errno in CAPACITY_ERRNOS:
+                    _log.log.error("accept: %s; retrying in %.1fs", exc.strerror, BACKOFF)
+                    await asyncio.sleep(BACKOFF)
+                continue
+            peer = address_of(peername, sock.family, self.server.address) if peername else None
+            if not self.server.admit(peer, len(self.active)):
+                sock.close()
+                continue
+            tracked = _Tracked(None, peer)
+            self.active[sock] = tracked
+            local = local_address(sock, self.server.address)
+            tracked.task = asyncio.ensure_future(self._serve_raw(sock, local, peer))
+
+    async def _serve_raw(self, sock: Any, local: Any, peer: Any) -> None:
+        error: BaseException | None = None
+        try:
+            await self.server.handler.serve_socket_async(sock, local, peer)
+        except SocketeerError as exc:
+            error = exc
+        except asyncio.CancelledError:
+            error = SocketeerError("closed at shutdown")
+        finally:
+            sock.close()
+            self._closed(sock, None, None, error)
 
     # -- admission and accounting ----------------------------------------------------
 
@@ -159,7 +204,7 @@ class AsyncRunner:
                 total = counters.bytes_received + counters.bytes_sent
                 if total != tracked.last_total:
                     tracked.last_total, tracked.last_change = total, now
-                elif now - tracked.last_change >= idle:
+                elif now - tracked.last_change >= idle and tracked.transport is not None:
                     _log.log.info("idle for %gs: closing %s", idle, tracked.peer)
                     tracked.transport.close()
 
@@ -190,6 +235,8 @@ class AsyncRunner:
                 tracked = runner._opened(self, transport)
                 if tracked is None:
                     return
+                if runner.server.handler.takes_socket:
+                    transport.pause_reading()  # every byte is for the program
                 conn = Connection(
                     transport,
                     self,
