@@ -94,13 +94,12 @@ def test_echo_many_clients_every_model_every_kind(
     model: str, kind: str, background: type[Background], sockdir: Path
 ) -> None:
     server, address = start(background, "--model", model, bind_address(kind, sockdir), "echo")
+    count = 50 if model == "fork" else 200
     if kind in ("udp", "unix-dgram"):
-        good = aio.run(datagram_echo_clients(address, 50))
-        assert good == 50
+        good = aio.run(datagram_echo_clients(address, count))
     else:
-        count = 50 if model == "fork" else 200
         good = aio.run(stream_echo_clients(address, count))
-        assert good == count
+    assert good == count
     _, err, code = stop(server)
     assert code == 0, err
     assert "Traceback" not in err
@@ -215,7 +214,7 @@ def test_second_sigint_closes_at_once(model: str, background: type[Background]) 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("model", ["thread", "async"])
+@pytest.mark.parametrize("model", MODELS)
 def test_worker_killed_is_replaced(model: str, background: type[Background]) -> None:
     server, address = start(
         background, "--model", model, "--workers", "2", "tcp://127.0.0.1:0", "echo"
@@ -241,7 +240,11 @@ def test_worker_killed_is_replaced(model: str, background: type[Background]) -> 
 
 
 def test_workers_share_a_unix_socket(background: type[Background], sockdir: Path) -> None:
-    server, address = start(background, "--workers", "2", f"unix:{sockdir}/w.sock", "echo")
+    server, address = start(background, "--workers", "0", f"unix:{sockdir}/w.sock", "echo")
+    deadline = time.monotonic() + 15
+    while len(children_of(server.proc.pid)) < (os.cpu_count() or 1):  # 0 = one per CPU
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert aio.run(stream_echo_clients(address, 20)) == 20
     _, err, code = stop(server)
     assert code == 0, err

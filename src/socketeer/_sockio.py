@@ -40,11 +40,13 @@ _CONNECT_ERRNOS = {
     errno.EHOSTUNREACH: "host unreachable",
     errno.ENOENT: "no such socket",
     errno.ENOTSOCK: "not a socket",
+    # The listener closed while our connection waited in its backlog.
+    errno.ECONNRESET: "connection reset while connecting",
 }
 _RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN}
 
 
-def _error_for(exc: OSError, op: str, where: str, timeout: float | None) -> SocketeerError:
+def error_for(exc: OSError, op: str, where: str, timeout: float | None) -> SocketeerError:
     """The socketeer error for an ``OSError`` that ``op`` on ``where`` raised."""
     code = exc.errno
     if isinstance(exc, socket.gaierror):
@@ -89,11 +91,11 @@ def translate_errors(
         # A Deadline ran out between system calls: add what and where.
         if timeout is None:
             raise
-        raise _error_for(TimeoutError(), op, str(where), timeout) from exc
+        raise error_for(TimeoutError(), op, str(where), timeout) from exc
     except SocketeerError:
         raise
     except OSError as exc:
-        raise _error_for(exc, op, str(where) if where is not None else "socket", timeout) from exc
+        raise error_for(exc, op, str(where) if where is not None else "socket", timeout) from exc
 
 
 # -- socket addresses ---------------------------------------------------------
@@ -306,7 +308,7 @@ def _clear_stale_socket_file(address: Address, kind: int) -> None:
     except FileNotFoundError:
         return
     except OSError as exc:
-        raise _error_for(exc, "bind", str(address), None) from exc
+        raise error_for(exc, "bind", str(address), None) from exc
     if not stat.S_ISSOCK(st.st_mode):
         raise AddressInUse(f"address in use: {address} (exists and is not a socket)")
     probe = socket.socket(socket.AF_UNIX, kind)
@@ -319,7 +321,7 @@ def _clear_stale_socket_file(address: Address, kind: int) -> None:
     except OSError as exc:  # e.g. EPROTOTYPE: a socket of the other kind lives there
         if exc.errno == errno.EPROTOTYPE:
             raise AddressInUse(f"address in use: {address} (a socket of another kind)") from exc
-        raise _error_for(exc, "bind", str(address), None) from exc
+        raise error_for(exc, "bind", str(address), None) from exc
     finally:
         probe.close()
     raise AddressInUse(f"address in use: {address} (a server is listening there)")

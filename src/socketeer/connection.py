@@ -18,13 +18,14 @@ from ._buffer import ReceiveBuffer
 from ._deadline import Deadline
 from ._sockio import (
     connected_socket,
+    error_for,
     local_address,
     peer_address,
     scheme_for,
     translate_errors,
 )
 from .address import Address
-from .errors import ConnectionClosed, UsageError
+from .errors import ConnectionClosed, SocketeerError, Timeout, UsageError
 
 __all__ = ["Connection", "connect"]
 
@@ -124,6 +125,14 @@ class Connection:
         self._buffer.feed(data)
         return bool(data)
 
+    def _failure(self, exc: OSError, op: str, timeout: float | None) -> Exception:
+        """The error to raise for ``exc`` (what ``translate_errors`` does, inline)."""
+        if isinstance(exc, Timeout) and timeout:
+            return error_for(exc, op, self._name, timeout)  # add what and where
+        if isinstance(exc, SocketeerError):
+            return exc
+        return error_for(exc, op, self._name, timeout)
+
     def _errors(self, op: str, deadline: Deadline) -> AbstractContextManager[None]:
         return translate_errors(op, self._name, deadline.seconds)
 
@@ -136,14 +145,21 @@ class Connection:
             ConnectionReset: the peer is gone. Timeout: not all sent in time.
         """
         self._check_open()
+        if self.timeout is None:
+            # The common case, kept lean (it is the hot path of every server):
+            # one blocking sendall, errors translated only when they happen.
+            try:
+                if self._blocking_mode is not None:
+                    self._sock.settimeout(None)
+                    self._blocking_mode = None
+                self._sock.sendall(data)
+            except OSError as exc:
+                raise self._failure(exc, "send", None) from exc
+            self.bytes_sent += len(data) if isinstance(data, bytes) else memoryview(data).nbytes
+            return
         deadline = Deadline(self.timeout)
         with self._errors("send", deadline):
             view = memoryview(data).cast("B")
-            if deadline.seconds is None:
-                self._arm(deadline)
-                self._sock.sendall(view)
-                self.bytes_sent += len(view)
-                return
             while view:
                 self._arm(deadline)
                 sent = self._sock.send(view)
@@ -171,10 +187,12 @@ class Connection:
         self._check_open()
         if self._buffer:
             return self._buffer.take_some(max_bytes)
-        deadline = Deadline(self.timeout)
-        with self._errors("recv", deadline):
-            self._arm(deadline)
+        try:
+            if self.timeout is not None or self._blocking_mode is not None:
+                self._arm(Deadline(self.timeout))
             data = self._sock.recv(max_bytes)
+        except OSError as exc:
+            raise self._failure(exc, "recv", self.timeout) from exc
         self.bytes_received += len(data)
         return data
 

@@ -7,11 +7,28 @@ on top, so lines, frames and limits behave identically.
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import cast
 
 from .._buffer import ReceiveBuffer
 
 READ_CHUNK = 65536
+_per_thread = threading.local()
+
+
+def shared_read_buffer() -> memoryview:
+    """One receive area per thread (so per event loop) for every connection on it.
+
+    The loop fills it, and ``buffer_updated`` copies the bytes out before the
+    loop can fill it again, so connections need not own 64 KiB each: an idle
+    connection then costs little more than its transport.
+    """
+    view: memoryview | None = getattr(_per_thread, "view", None)
+    if view is None:
+        view = _per_thread.view = memoryview(bytearray(READ_CHUNK))
+    return view
+
+
 # Stop reading from the socket when this much is buffered and unread; the
 # kernel's buffers then fill and TCP slows the sender.
 PAUSE_READING_AT = 1 << 20
@@ -26,8 +43,7 @@ class StreamProtocol(asyncio.BufferedProtocol):
         self.eof = False
         self.error: BaseException | None = None
         self.bytes_received = 0
-        self._chunk = bytearray(READ_CHUNK)
-        self._view = memoryview(self._chunk)
+        self._view = shared_read_buffer()
         self._reader: asyncio.Future[None] | None = None
         self._drainers: list[asyncio.Future[None]] = []
         self._write_paused = False

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, final
 
 from .._deadline import Deadline
-from .._sockio import SocketFile, _error_for, address_of, resolve, translate_errors
+from .._sockio import SocketFile, address_of, error_for, resolve, translate_errors
 from ..address import Address
 from ..datagram import open_datagram as open_blocking
 from ..errors import UsageError
@@ -101,7 +101,7 @@ class DatagramEndpoint:
     def _raise_error(self, where: Address | None) -> None:
         error, self._protocol.error = self._protocol.error, None
         if error is not None:
-            raise _error_for(error, "recv", str(where), None) from error
+            raise error_for(error, "recv", str(where), None) from error
 
     async def send(
         self,

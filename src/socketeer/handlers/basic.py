@@ -7,6 +7,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address
+from ..aio._protocol import shared_read_buffer
 from .base import Handler
 
 if TYPE_CHECKING:
@@ -94,8 +95,7 @@ class CountingProtocol(asyncio.BufferedProtocol):
     """Receives into one reusable buffer and counts bytes; the server hooks in via ``on_close``."""
 
     def __init__(self) -> None:
-        self._buffer = bytearray(65536)
-        self._view = memoryview(self._buffer)
+        self._view = shared_read_buffer()
         self.transport: Any = None
         self.bytes_received = 0
         self.bytes_sent = 0

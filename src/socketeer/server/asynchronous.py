@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._sockio import address_of
 from ..aio import _loop
 from ..aio._protocol import StreamProtocol
 from ..aio.connection import Connection
@@ -24,19 +27,44 @@ if TYPE_CHECKING:
     from .core import Server
 
 
+def _peer_address(peername: Any, like: Any) -> Any:
+    """The ``Address`` of a transport's peername (made only when someone asks)."""
+    if not peername:
+        return None
+    if isinstance(peername, (str, bytes)):
+        family = socket.AF_UNIX
+    else:
+        family = socket.AF_INET6 if len(peername) == 4 else socket.AF_INET
+    return address_of(peername, family, like)
+
+
 class _Tracked:
-    """What the runner keeps per open connection."""
+    """What the runner keeps per open connection (small: 10,000 idle ones must fit)."""
 
-    __slots__ = ("counters", "last_change", "last_total", "peer", "started", "task", "transport")
+    __slots__ = (
+        "counters",
+        "last_change",
+        "last_total",
+        "like",
+        "peername",
+        "started",
+        "task",
+        "transport",
+    )
 
-    def __init__(self, transport: Any | None, peer: Any) -> None:
+    def __init__(self, transport: Any | None, peername: Any, like: Any) -> None:
         self.transport = transport
-        self.peer = peer
+        self.peername = peername
+        self.like = like
         self.started = time.monotonic()
         self.task: asyncio.Task[None] | None = None
         self.counters: Any = None
         self.last_total = 0
         self.last_change = self.started
+
+    @property
+    def peer(self) -> Any:
+        return _peer_address(self.peername, self.like)
 
 
 class AsyncRunner:
@@ -48,6 +76,7 @@ class AsyncRunner:
         self.stop_event: asyncio.Event | None = None
         self.forced = False
         self.idle_changed: asyncio.Event | None = None
+        self.logging = _log.log.isEnabledFor(logging.INFO)
 
     def run(self) -> None:
         _loop.run(self._main())
@@ -133,7 +162,7 @@ class AsyncRunner:
                 await asyncio.wait(tasks, timeout=2.0)
 
     async def _accept_raw(self) -> None:
-        from .._sockio import address_of, local_address
+        from .._sockio import local_address
         from .core import BACKOFF, CAPACITY_ERRNOS
 
         loop = asyncio.get_running_loop()
@@ -150,7 +179,7 @@ class AsyncRunner:
             if not self.server.admit(peer, len(self.active)):
                 sock.close()
                 continue
-            tracked = _Tracked(None, peer)
+            tracked = _Tracked(None, peername, self.server.address)
             self.active[sock] = tracked
             local = local_address(sock, self.server.address)
             tracked.task = asyncio.ensure_future(self._serve_raw(sock, local, peer))
@@ -170,15 +199,20 @@ class AsyncRunner:
     # -- admission and accounting ----------------------------------------------------
 
     def _opened(self, key: Any, transport: Any) -> _Tracked | None:
-        from .._sockio import address_of
-
-        sock = transport.get_extra_info("socket")
-        peername = transport.get_extra_info("peername")
-        peer = address_of(peername, sock.family, self.server.address) if peername else None
-        if not self.server.admit(peer, len(self.active)):
-            transport.abort()
-            return None
-        tracked = _Tracked(transport, peer)
+        server = self.server
+        # The common case (quiet, no lists, under the limit) asks the kernel
+        # nothing and builds no Address: connections per second count.
+        limit = server.max_connections
+        screen = bool(server.access) or (limit is not None and len(self.active) >= limit)
+        peername = None
+        if screen or self.logging:
+            peername = transport.get_extra_info("peername")
+        if screen:
+            peer = _peer_address(peername, server.address)
+            if not server.admit(peer, len(self.active)):
+                transport.abort()
+                return None
+        tracked = _Tracked(transport, peername, server.address)
         self.active[key] = tracked
         return tracked
 
@@ -188,9 +222,11 @@ class AsyncRunner:
         tracked = self.active.pop(key, None)
         if tracked is None:
             return
-        _log.closed(tracked.peer, tracked.started, bytes_in, bytes_out, error)
-        if self.idle_changed is not None:
-            self.idle_changed.set()
+        if self.logging:
+            _log.closed(tracked.peer, tracked.started, bytes_in, bytes_out, error)
+        if self.stop_event is not None and self.stop_event.is_set():
+            assert self.idle_changed is not None
+            self.idle_changed.set()  # _finish() waits for the last one
 
     async def _sweep_idle(self, idle: float) -> None:
         """Close connections with no traffic either way for ``idle`` seconds."""

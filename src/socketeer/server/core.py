@@ -158,7 +158,7 @@ class Server:
         allow: Iterable[str] = (),
         deny: Iterable[str] = (),
         grace: float = 5.0,
-        backlog: int = 128,
+        backlog: int = 1024,
         handler_args: Iterable[str] = (),
     ) -> None:
         if model not in MODELS:

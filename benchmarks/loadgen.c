@@ -1,0 +1,160 @@
+/* Load generator for socketeer's benchmarks: a C client, so the client is
+ * never the bottleneck when Python servers are compared.
+ *
+ *   loadgen rr      HOST PORT CONNS SIZE SECONDS   round trips of SIZE bytes
+ *   loadgen connect HOST PORT CONCURRENCY SECONDS  connect, 1-byte echo, close
+ *   loadgen idle    HOST PORT COUNT                open COUNT connections, print
+ *                                                  "ready", hold them until stdin ends
+ *
+ * Prints one line of results. Loopback only: HOST must be a numeric address.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static struct sockaddr_in target;
+
+static void die(const char *what) { perror(what); exit(1); }
+
+static int open_conn(int nonblock) {
+    int fd = socket(AF_INET, SOCK_STREAM | (nonblock ? SOCK_NONBLOCK : 0), 0);
+    if (fd < 0) die("socket");
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&target, sizeof target) < 0 && errno != EINPROGRESS)
+        die("connect");
+    return fd;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+struct conn { int fd; size_t got; double sent_at; };
+
+static int rr(int conns, int size, double seconds) {
+    int ep = epoll_create1(0);
+    struct conn *cs = calloc(conns, sizeof *cs);
+    char *buf = malloc(size), *msg = malloc(size);
+    memset(msg, 'x', size);
+    size_t cap = 1 << 22, nlat = 0;
+    double *lat = malloc(cap * sizeof *lat);
+    for (int i = 0; i < conns; i++) {
+        cs[i].fd = open_conn(0);
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &cs[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, cs[i].fd, &ev);
+    }
+    double start = now(), warm = start + 0.5, end = warm + seconds;
+    long done = 0;
+    for (int i = 0; i < conns; i++) {
+        cs[i].sent_at = now();
+        if (write(cs[i].fd, msg, size) != size) die("write");
+    }
+    struct epoll_event evs[256];
+    while (1) {
+        int n = epoll_wait(ep, evs, 256, 1000);
+        double t = now();
+        if (t >= end) break;
+        for (int k = 0; k < n; k++) {
+            struct conn *c = evs[k].data.ptr;
+            ssize_t r = read(c->fd, buf, size - c->got);
+            if (r <= 0) { fprintf(stderr, "server closed a connection\n"); return 1; }
+            c->got += r;
+            if (c->got < (size_t)size) continue;
+            c->got = 0;
+            if (t >= warm) {
+                done++;
+                if (nlat < cap) lat[nlat++] = t - c->sent_at;
+            }
+            c->sent_at = t;
+            if (write(c->fd, msg, size) != size) die("write");
+        }
+    }
+    qsort(lat, nlat, sizeof *lat, cmp_double);
+    double p50 = nlat ? lat[nlat / 2] : 0, p99 = nlat ? lat[(size_t)(nlat * 0.99)] : 0;
+    printf("%.1f %.1f %.1f\n", done / seconds, p50 * 1e6, p99 * 1e6);
+    return 0;
+}
+
+static int connects(int concurrency, double seconds) {
+    int ep = epoll_create1(0);
+    double start = now(), warm = start + 0.3, end = warm + seconds;
+    long done = 0;
+    char byte = 'x', back;
+    for (int i = 0; i < concurrency; i++) {
+        int fd = open_conn(1);
+        struct epoll_event ev = {.events = EPOLLOUT, .data.fd = fd};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    struct epoll_event evs[256];
+    while (now() < end) {
+        int n = epoll_wait(ep, evs, 256, 1000);
+        for (int k = 0; k < n; k++) {
+            int fd = evs[k].data.fd;
+            if (evs[k].events & EPOLLOUT) {   /* connected: send a byte, wait for it */
+                int err = 0; socklen_t len = sizeof err;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err) { errno = err; die("connect"); }
+                if (write(fd, &byte, 1) != 1) die("write");
+                struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+                epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+                continue;
+            }
+            if (read(fd, &back, 1) != 1) { fprintf(stderr, "no echo\n"); return 1; }
+            close(fd);
+            if (now() >= warm) done++;
+            int nfd = open_conn(1);
+            struct epoll_event ev = {.events = EPOLLOUT, .data.fd = nfd};
+            epoll_ctl(ep, EPOLL_CTL_ADD, nfd, &ev);
+        }
+    }
+    printf("%.1f\n", done / seconds);
+    return 0;
+}
+
+static int idle(int count) {
+    int *fds = malloc(count * sizeof *fds);
+    for (int i = 0; i < count; i++) {
+        fds[i] = open_conn(0);
+        char byte = 'x', back;  /* a round trip: the server has accepted and set it up */
+        if (write(fds[i], &byte, 1) != 1 || read(fds[i], &back, 1) != 1) die("idle echo");
+    }
+    printf("ready\n");
+    fflush(stdout);
+    char line[16];
+    while (fgets(line, sizeof line, stdin)) {}
+    for (int i = 0; i < count; i++) close(fds[i]);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 5) {
+        fprintf(stderr, "usage: loadgen rr|connect|idle HOST PORT ...\n");
+        return 2;
+    }
+    target.sin_family = AF_INET;
+    target.sin_port = htons(atoi(argv[3]));
+    if (inet_pton(AF_INET, argv[2], &target.sin_addr) != 1) { fprintf(stderr, "bad host\n"); return 2; }
+    if (!strcmp(argv[1], "rr") && argc == 7) return rr(atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
+    if (!strcmp(argv[1], "connect") && argc == 6) return connects(atoi(argv[4]), atof(argv[5]));
+    if (!strcmp(argv[1], "idle") && argc == 5) return idle(atoi(argv[4]));
+    fprintf(stderr, "bad arguments\n");
+    return 2;
+}
