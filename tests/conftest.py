@@ -93,6 +93,21 @@ def abstract_name() -> str:
     return f"socketeer-test-{os.getpid()}-{threading.get_ident()}-{os.urandom(4).hex()}"
 
 
+def stream_listen_address(kind: str, sockdir: Path) -> str:
+    """A listening address of each stream kind the conformance suites run over."""
+    if kind == "tcp4":
+        return "tcp://127.0.0.1:0"
+    if kind == "tcp6":
+        if not HAS_IPV6:
+            pytest.skip("no IPv6 loopback here")
+        return "tcp6://[::1]:0"
+    if kind == "unix":
+        return f"unix:{sockdir}/s.sock"
+    if not HAS_ABSTRACT:
+        pytest.skip("abstract Unix sockets are Linux-only")
+    return f"unix:@socketeer-{os.getpid()}-{os.urandom(4).hex()}"
+
+
 # -- the CLI as a subprocess ---------------------------------------------------------
 
 SOCKETEER = [sys.executable, "-m", "socketeer"]

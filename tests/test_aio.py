@@ -21,7 +21,7 @@ from socketeer import (
     aio,
 )
 
-from .conftest import HAS_ABSTRACT, HAS_IPV6, free_port_refusing
+from .conftest import free_port_refusing, stream_listen_address
 
 LOOPS = [
     "asyncio",
@@ -37,20 +37,6 @@ KINDS = ["tcp4", "tcp6", "unix", "unix-abstract"]
 Pair = tuple[aio.Connection, aio.Connection]
 
 
-def address_for(kind: str, sockdir: Path) -> str:
-    if kind == "tcp4":
-        return "tcp://127.0.0.1:0"
-    if kind == "tcp6":
-        if not HAS_IPV6:
-            pytest.skip("no IPv6 loopback here")
-        return "tcp6://[::1]:0"
-    if kind == "unix":
-        return f"unix:{sockdir}/a.sock"
-    if not HAS_ABSTRACT:
-        pytest.skip("abstract Unix sockets are Linux-only")
-    return f"unix:@socketeer-aio-{os.getpid()}-{os.urandom(4).hex()}"
-
-
 @pytest.fixture(params=LOOPS)
 def loop_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -60,7 +46,7 @@ def loop_name(request: pytest.FixtureRequest) -> str:
 def with_pair(
     request: pytest.FixtureRequest, sockdir: Path, loop_name: str
 ) -> Callable[[Callable[[Pair], Awaitable[None]]], None]:
-    address = address_for(request.param, sockdir)
+    address = stream_listen_address(request.param, sockdir)
 
     def runner(body: Callable[[Pair], Awaitable[None]]) -> None:
         async def main() -> None:

@@ -22,23 +22,9 @@ from socketeer import (
     UsageError,
 )
 
-from .conftest import HAS_ABSTRACT, HAS_IPV6
+from .conftest import stream_listen_address
 
 KINDS = ["tcp4", "tcp6", "unix", "unix-abstract"]
-
-
-def listen_address(kind: str, sockdir: Path) -> str:
-    if kind == "tcp4":
-        return "tcp://127.0.0.1:0"
-    if kind == "tcp6":
-        if not HAS_IPV6:
-            pytest.skip("no IPv6 loopback here")
-        return "tcp6://[::1]:0"
-    if kind == "unix":
-        return f"unix:{sockdir}/s.sock"
-    if not HAS_ABSTRACT:
-        pytest.skip("abstract Unix sockets are Linux-only")
-    return f"unix:@socketeer-{os.getpid()}-{os.urandom(4).hex()}"
 
 
 @pytest.fixture(params=KINDS)
@@ -46,7 +32,7 @@ def conn_pair(
     request: pytest.FixtureRequest, sockdir: Path
 ) -> Iterator[tuple[Connection, Connection]]:
     """A real connected (client, server) pair of the given kind."""
-    with socketeer.listen(listen_address(request.param, sockdir)) as listener:
+    with socketeer.listen(stream_listen_address(request.param, sockdir)) as listener:
         client = socketeer.connect(listener.address, timeout=10)
         server = listener.accept(timeout=10)
     server.timeout = 10

@@ -10,12 +10,12 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from types import TracebackType
 from typing import final
 
 from . import framing
 from ._buffer import ReceiveBuffer
 from ._deadline import Deadline
+from ._resource import Resource
 from ._sockio import (
     connected_socket,
     error_for,
@@ -60,7 +60,7 @@ def connect(
 
 
 @final
-class Connection:
+class Connection(Resource):
     """A connected stream socket: TCP or Unix, made by ``connect`` or ``Listener.accept``.
 
     ``timeout`` (seconds, None = wait forever) applies to every blocking call
@@ -286,23 +286,5 @@ class Connection:
 
     # -- closing ----------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Close the socket; closing twice is harmless."""
-        if not self._closed:
-            self._closed = True
-            self._sock.close()
-
-    def __enter__(self) -> Connection:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _release(self) -> None:
+        self._sock.close()

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import socket
 import sys
-from types import TracebackType
 from typing import final
 
 from ._deadline import Deadline
+from ._resource import Resource
 from ._sockio import (
     SocketFile,
     address_of,
@@ -82,7 +82,7 @@ def open_datagram(
 
 
 @final
-class DatagramEndpoint:
+class DatagramEndpoint(Resource):
     """One datagram socket; every ``send`` is one datagram, every ``recv`` one back."""
 
     def __init__(
@@ -161,26 +161,8 @@ class DatagramEndpoint:
         data = bytes(memoryview(self._buffer)[:size])
         return data, address_of(sender, self._sock.family, self._like) if sender else None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Close the socket and remove any socket file this process bound."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        # Close the socket, and remove any socket file this process bound.
         self._sock.close()
         if self._socket_file is not None:
             self._socket_file.remove()
-
-    def __enter__(self) -> DatagramEndpoint:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import errno
 import socket
-from types import TracebackType
 from typing import final
 
 from ._deadline import Deadline
+from ._resource import Resource
 from ._sockio import SocketFile, bound_socket, local_address, scheme_for, translate_errors
 from .address import Address
 from .connection import Connection
@@ -76,7 +76,7 @@ def listen(
 
 
 @final
-class Listener:
+class Listener(Resource):
     """A socket that accepts stream connections.
 
     ``address`` is the bound address with the real port, ready to print or to
@@ -134,26 +134,8 @@ class Listener:
             sock.settimeout(None)
             return Connection(sock, address=self._like)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Stop listening and remove the socket file this process created."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        # Stop listening, and remove the socket file this process created.
         self._sock.close()
         if self._socket_file is not None:
             self._socket_file.remove()
-
-    def __enter__(self) -> Listener:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

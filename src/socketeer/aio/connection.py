@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
-from types import TracebackType
 from typing import Any, final
 
 from .. import framing
 from .._deadline import Deadline
+from .._resource import AsyncResource
 from .._sockio import (
     Target,
     address_of,
@@ -128,7 +128,7 @@ async def connect(
 
 
 @final
-class Connection:
+class Connection(AsyncResource):
     """A connected stream on an event loop: TCP or Unix.
 
     Made by ``aio.connect``, ``aio.Listener.accept`` or ``Connection.from_socket``.
@@ -306,29 +306,13 @@ class Connection:
 
     # -- closing -----------------------------------------------------------------
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._transport.close()
+    def _release(self) -> None:
+        self._transport.close()
 
     async def wait_closed(self) -> None:
         await self._protocol.wait_closed()
 
     async def aclose(self) -> None:
+        """Close, and wait until the transport has let go of the socket."""
         self.close()
         await self.wait_closed()
-
-    async def __aenter__(self) -> Connection:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

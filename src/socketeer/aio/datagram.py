@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from types import TracebackType
 from typing import Any, final
 
 from .._deadline import Deadline
+from .._resource import AsyncResource
 from .._sockio import SocketFile, address_of, error_for, resolve, translate_errors
 from ..address import Address
 from ..datagram import open_datagram as open_blocking
@@ -69,7 +69,7 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
 
 
 @final
-class DatagramEndpoint:
+class DatagramEndpoint(AsyncResource):
     """A datagram socket on an event loop."""
 
     def __init__(
@@ -140,25 +140,7 @@ class DatagramEndpoint:
         data, sender = self._protocol.queue.popleft()
         return data, address_of(sender, self._sock.family, self._like) if sender else None
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self._transport.close()
         if self._socket_file is not None:
             self._socket_file.remove()
-
-    async def __aenter__(self) -> DatagramEndpoint:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

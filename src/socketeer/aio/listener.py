@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from types import TracebackType
 from typing import final
 
 from .._deadline import Deadline
+from .._resource import AsyncResource
 from .._sockio import SocketFile, translate_errors
 from ..address import Address
 from ..listener import RETRY_ACCEPT_ERRNOS
@@ -30,7 +30,7 @@ async def listen(
 
 
 @final
-class Listener:
+class Listener(AsyncResource):
     """A listening socket whose ``accept`` is awaited."""
 
     def __init__(
@@ -86,25 +86,7 @@ class Listener:
                 raise
             return await Connection.from_socket(sock, address=self.address)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
         self._sock.close()
         if self._socket_file is not None:
             self._socket_file.remove()
-
-    async def __aenter__(self) -> Listener:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

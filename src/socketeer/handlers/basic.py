@@ -6,6 +6,7 @@ import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
+from .._sockio import translate_errors
 from ..address import Address
 from ..aio._protocol import shared_read_buffer
 from .base import Handler
@@ -30,8 +31,21 @@ class Echo(Handler):
     datagrams = True
 
     def serve(self, conn: Connection) -> None:
-        while data := conn.recv():
-            conn.send(data)
+        # The thread and fork models' fast path: the bare socket, as
+        # socketserver would do it. With many threads sharing the GIL every
+        # Python call per message shows (0.44x of socketserver at 16
+        # connections through Connection.recv/send, 1.0x like this).
+        sock = conn.socket
+        sock.settimeout(conn.timeout)  # the idle timeout, as Connection applies it
+        moved = 0
+        try:
+            with translate_errors("echo", conn.peer or conn.local, conn.timeout):
+                while data := sock.recv(65536):
+                    sock.sendall(data)
+                    moved += len(data)
+        finally:
+            conn.bytes_received += moved
+            conn.bytes_sent += moved
 
     async def serve_async(self, conn: AsyncConnection) -> None:
         while data := await conn.recv():
@@ -52,8 +66,15 @@ class Discard(Handler):
     datagrams = True
 
     def serve(self, conn: Connection) -> None:
-        while conn.recv():
-            pass
+        sock = conn.socket
+        sock.settimeout(conn.timeout)
+        moved = 0
+        try:
+            with translate_errors("discard", conn.peer or conn.local, conn.timeout):
+                while data := sock.recv(65536):
+                    moved += len(data)
+        finally:
+            conn.bytes_received += moved
 
     async def serve_async(self, conn: AsyncConnection) -> None:
         while await conn.recv():

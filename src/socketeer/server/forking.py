@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
 import time
 from typing import TYPE_CHECKING
 
 from . import _log
 from .core import wait_until
-from .threaded import accept_ready, run_handler
+from .threaded import accept_loop, accept_ready, run_handler
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -44,16 +43,8 @@ class ForkRunner:
     def run(self) -> None:
         self.stopper.install_signals(extra=[signal.SIGCHLD])
         try:
-            with selectors.DefaultSelector() as selector:
-                selector.register(self.listener.fileno(), selectors.EVENT_READ, "accept")
-                selector.register(self.stopper.fileno(), selectors.EVENT_READ, "stop")
-                while not self.stopper.stopping:
-                    for key, _ in selector.select():
-                        if key.data == "stop":
-                            self.stopper.drain()
-                        elif not self.stopper.stopping:
-                            self._accept()
-                    self.reap()
+            # Every turn reaps: SIGCHLD wakes the loop through the stopper.
+            accept_loop(self.listener, self.stopper, self._accept, after_turn=self.reap)
             self.listener.close()
             self._finish()
         finally:

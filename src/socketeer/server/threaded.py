@@ -7,6 +7,7 @@ import selectors
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..connection import Connection
@@ -16,7 +17,7 @@ from .core import BACKOFF, CAPACITY_ERRNOS, wait_until
 
 if TYPE_CHECKING:
     from ..listener import Listener
-    from .core import Server
+    from .core import Server, Stopper
 
 
 def accept_ready(listener: Listener) -> Connection | None:
@@ -31,6 +32,29 @@ def accept_ready(listener: Listener) -> Connection | None:
             time.sleep(BACKOFF)
             return None
         raise
+
+
+def accept_loop(
+    listener: Listener,
+    stopper: Stopper,
+    on_ready: Callable[[], None],
+    after_turn: Callable[[], None] | None = None,
+) -> None:
+    """Call ``on_ready`` whenever a client waits, until a stop is requested.
+
+    The stopper's socketpair wakes the loop: no polling, no timeout.
+    """
+    with selectors.DefaultSelector() as selector:
+        selector.register(listener.fileno(), selectors.EVENT_READ, "accept")
+        selector.register(stopper.fileno(), selectors.EVENT_READ, "stop")
+        while not stopper.stopping:
+            for key, _ in selector.select():
+                if key.data == "stop":
+                    stopper.drain()
+                elif not stopper.stopping:
+                    on_ready()
+            if after_turn is not None:
+                after_turn()
 
 
 def run_handler(server: Server, conn: Connection) -> None:
@@ -61,15 +85,7 @@ class ThreadRunner:
 
     def run(self) -> None:
         self.stopper.install_signals()
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.listener.fileno(), selectors.EVENT_READ, "accept")
-            selector.register(self.stopper.fileno(), selectors.EVENT_READ, "stop")
-            while not self.stopper.stopping:
-                for key, _ in selector.select():
-                    if key.data == "stop":
-                        self.stopper.drain()
-                    elif not self.stopper.stopping:
-                        self._accept()
+        accept_loop(self.listener, self.stopper, self._accept)
         self.listener.close()  # from here on new clients are refused
         self._finish()
 
