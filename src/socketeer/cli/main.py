@@ -216,6 +216,72 @@ def build_parser() -> argparse.ArgumentParser:
         help="the connection log on stderr",
     )
     _common(serve)
+
+    relay = commands.add_parser(
+        "relay",
+        help="for each client on FROM, open TO and copy both ways",
+        description="Relay FROM to TO: FROM is listened on (or - for stdin/stdout), TO is "
+        "connected to for every client (or exec:COMMAND LINE, or -). Datagram "
+        "addresses on both sides make a datagram relay with a session per sender.",
+    )
+    relay.add_argument("source", metavar="FROM")
+    relay.add_argument("target", metavar="TO")
+    relay.add_argument("--once", action="store_true", help="relay one connection, then exit")
+    relay.add_argument(
+        "-i",
+        "--idle-timeout",
+        type=_seconds,
+        metavar="S",
+        help="end a pair (or a datagram session) idle for S seconds",
+    )
+    relay.add_argument(
+        "-t",
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="give up connecting to TO after S seconds (default 10)",
+    )
+    relay.add_argument(
+        "--max-conns", type=_count, metavar="N", help="close clients beyond N open pairs at once"
+    )
+    relay.add_argument(
+        "--max-sessions",
+        type=_count,
+        metavar="N",
+        help="datagram relays: at most N sessions (default 1024; the "
+        "least recently used is evicted)",
+    )
+    relay.add_argument(
+        "--allow",
+        action="append",
+        metavar="NET",
+        help="relay only clients in these addresses/CIDR networks",
+    )
+    relay.add_argument(
+        "--deny",
+        action="append",
+        metavar="NET",
+        help="refuse clients in these addresses/CIDR networks",
+    )
+    relay.add_argument(
+        "--proxy-protocol",
+        choices=("v1", "v2"),
+        help="send a HAProxy PROXY header to TO with the real client",
+    )
+    relay.add_argument(
+        "--accept-proxy-protocol",
+        action="store_true",
+        help="read and check a PROXY header from each client on FROM",
+    )
+    relay.add_argument(
+        "--no-splice",
+        action="store_true",
+        help="copy through buffers instead of splice (zero-copy)",
+    )
+    relay.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="the log on stderr"
+    )
+    _common(relay)
     return parser
 
 
@@ -234,8 +300,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .connect import run
         elif args.command == "listen":
             from .listen import run
-        else:
+        elif args.command == "serve":
             from .serve import run
+        else:
+            from .relay import run
         return run(args)
     except SocketeerError as exc:
         if debug:

@@ -1,0 +1,65 @@
+"""``socketeer relay FROM TO``: for each client on FROM, open TO and copy both ways (SPEC §6)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ..hexdump import HexDumper
+from ..relay import DatagramRelay, relay
+from ..server._log import JSONFormatter
+from .serve import _networks
+
+
+def _configure_log(args: argparse.Namespace) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JSONFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("socketeer: %(message)s")
+    )
+    level = logging.ERROR if args.quiet else logging.INFO if args.verbose else logging.WARNING
+    for name in ("socketeer.relay", "socketeer.server"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(level)
+
+
+def run(args: argparse.Namespace) -> int:
+    _configure_log(args)
+    dump_file = None
+    options: dict[str, object] = {"idle_timeout": args.idle_timeout}
+    if args.max_sessions is not None:
+        options["max_sessions"] = args.max_sessions
+    stream_only = {
+        "once": args.once,
+        "max_connections": args.max_conns,
+        "allow": _networks(args.allow),
+        "deny": _networks(args.deny),
+        "zero_copy": not args.no_splice,
+        "proxy_protocol": args.proxy_protocol,
+        "accept_proxy_protocol": args.accept_proxy_protocol,
+    }
+    if args.timeout is not None:
+        stream_only["connect_timeout"] = args.timeout
+    if args.hexdump:
+        dump_file = sys.stderr if args.hexdump == "-" else open(args.hexdump, "w")  # noqa: SIM115
+        stream_only["hexdump"] = HexDumper()
+        stream_only["hexdump_write"] = lambda text: (dump_file.write(text), dump_file.flush())
+    options.update(stream_only)
+    try:
+        server = relay(args.source, args.target, **options)
+        if not args.quiet and server.address is not None:
+            print(f"socketeer: listening on {server.address}", file=sys.stderr, flush=True)
+        if isinstance(server, DatagramRelay) and (args.once or args.proxy_protocol):
+            server.close()
+            from ..errors import UsageError
+
+            raise UsageError("--once and --proxy-protocol apply to stream relays only")
+        server.serve_forever()
+    finally:
+        if dump_file is not None and dump_file is not sys.stderr:
+            dump_file.close()
+    return 0
