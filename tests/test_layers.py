@@ -11,8 +11,17 @@ import socketeer
 
 SRC = Path(socketeer.__file__).parent
 PURE = [
-    "address.py", "errors.py", "framing.py", "_buffer.py", "_deadline.py", "hexdump.py",
-    "access.py", "chat.py", "proxyproto.py", "relay/endpoints.py", "_resource.py",
+    "address.py",
+    "errors.py",
+    "framing.py",
+    "_buffer.py",
+    "_deadline.py",
+    "hexdump.py",
+    "access.py",
+    "chat.py",
+    "proxyproto.py",
+    "relay/endpoints.py",
+    "_resource.py",
 ]
 IO_MODULES = {"socket", "ssl", "asyncio", "selectors", "select", "subprocess"}
 
