@@ -1,4 +1,5 @@
-/* The reference: a minimal C epoll echo server on 127.0.0.1, port 0.
+/* The reference: a minimal C epoll echo server on 127.0.0.1, port 0
+ * ("echo_epoll discard" reads and drops instead: the sink of bulk benchmarks).
  * Prints "listening on tcp://127.0.0.1:PORT" on stderr, like socketeer. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -9,7 +10,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-int main(void) {
+int main(int argc, char **argv) {
+    int discard = argc > 1 && argv[1][0] == 'd';
     int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
     setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -36,7 +38,7 @@ int main(void) {
             }
             ssize_t r = read(fd, buf, sizeof buf);
             if (r <= 0) { close(fd); continue; }
-            if (write(fd, buf, r) != r) close(fd);
+            if (!discard && write(fd, buf, r) != r) close(fd);
         }
     }
 }

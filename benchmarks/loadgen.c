@@ -5,6 +5,7 @@
  *   loadgen connect HOST PORT CONCURRENCY SECONDS  connect, 1-byte echo, close
  *   loadgen idle    HOST PORT COUNT                open COUNT connections, print
  *                                                  "ready", hold them until stdin ends
+ *   loadgen send    HOST PORT SECONDS              bulk: write 256 KiB blocks, report bytes/s
  *
  * Prints one line of results. Loopback only: HOST must be a numeric address.
  */
@@ -144,6 +145,25 @@ static int idle(int count) {
     return 0;
 }
 
+static int send_bulk(double seconds) {
+    size_t size = 256 * 1024;
+    char *block = malloc(size);
+    memset(block, 'b', size);
+    int fd = open_conn(0);
+    double start = now(), warm = start + 0.5, end = warm + seconds;
+    long long sent = 0;
+    while (1) {
+        ssize_t n = write(fd, block, size);
+        if (n < 0) die("write");
+        double t = now();
+        if (t >= warm) sent += n;
+        if (t >= end) break;
+    }
+    printf("%.1f\n", sent / seconds);
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 5) {
         fprintf(stderr, "usage: loadgen rr|connect|idle HOST PORT ...\n");
@@ -155,6 +175,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "rr") && argc == 7) return rr(atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
     if (!strcmp(argv[1], "connect") && argc == 6) return connects(atoi(argv[4]), atof(argv[5]));
     if (!strcmp(argv[1], "idle") && argc == 5) return idle(atoi(argv[4]));
+    if (!strcmp(argv[1], "send") && argc == 5) return send_bulk(atof(argv[4]));
     fprintf(stderr, "bad arguments\n");
     return 2;
 }

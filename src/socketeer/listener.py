@@ -8,7 +8,14 @@ from typing import final
 
 from ._deadline import Deadline
 from ._resource import Resource
-from ._sockio import SocketFile, bound_socket, local_address, scheme_for, translate_errors
+from ._sockio import (
+    SocketFile,
+    bound_socket,
+    local_address,
+    scheme_for,
+    set_nodelay,
+    translate_errors,
+)
 from .address import Address
 from .connection import Connection
 from .errors import UsageError
@@ -132,6 +139,7 @@ class Listener(Resource):
                     continue
                 raise
             sock.settimeout(None)
+            set_nodelay(sock)
             return Connection(sock, address=self._like)
 
     def _release(self) -> None:
