@@ -518,3 +518,53 @@ def test_stdio_relay_to_a_refused_port_exits_1() -> None:
         )
     assert result.returncode == 1
     assert b"connection refused" in result.stderr
+
+
+# -- limits --------------------------------------------------------------------------------
+
+
+def test_idle_timeout_ends_a_silent_pair(background: type[Background]) -> None:
+    with socketeer.listen("tcp://127.0.0.1:0") as upstream:
+        relay, address = start_relay(
+            background, "-v", "-i", "0.5", "tcp://127.0.0.1:0", str(upstream.address)
+        )
+        with socketeer.connect(address, timeout=10) as client:
+            with upstream.accept(timeout=10) as far_end:
+                started = time.monotonic()
+                assert client.recv() == b""  # cut by the relay, both sides
+                assert 0.4 < time.monotonic() - started < 5
+                far_end.timeout = 5
+                assert far_end.recv() == b""
+        relay.wait_for_stderr(b"pair idle for 0.5s: closing")
+        relay_stop(relay)
+
+
+def test_max_conns_and_deny(background: type[Background]) -> None:
+    with socketeer.listen("tcp://127.0.0.1:0") as upstream:
+        relay, address = start_relay(
+            background,
+            "--max-conns",
+            "1",
+            "--deny",
+            "127.0.0.2",
+            "tcp://127.0.0.1:0",
+            str(upstream.address),
+        )
+        with socketeer.connect(address, timeout=10) as first:
+            first.send(b"1")
+            with upstream.accept(timeout=10) as far_end:
+                assert far_end.recv_exactly(1) == b"1"
+                with socketeer.connect(address, timeout=10) as second:
+                    assert second.recv() == b""  # over the limit: closed at once
+        port = socketeer.Address.parse(address).port
+        denied = socket.socket()
+        denied.settimeout(10)
+        try:
+            denied.bind(("127.0.0.2", 0))
+            denied.connect(("127.0.0.1", port))
+            assert denied.recv(1) == b""
+        finally:
+            denied.close()
+        relay.wait_for_stderr(b"1 connections open (--max-conns)")
+        relay.wait_for_stderr(b"denied by --allow/--deny")
+        relay_stop(relay)
