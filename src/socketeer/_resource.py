@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+import socket
+from typing import TYPE_CHECKING, TypeVar
+
+from .errors import UsageError
+
+if TYPE_CHECKING:
+    from ._sockio import SocketFile
 
 R = TypeVar("R", bound="Resource")
 A = TypeVar("A", bound="AsyncResource")
@@ -44,3 +50,34 @@ class AsyncResource(Resource):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+class SocketResource(Resource):
+    """A ``Resource`` around one socket, perhaps with a socket file to remove on close."""
+
+    _sock: socket.socket
+    _socket_file: SocketFile | None = None
+    _kind = "socket"
+
+    @property
+    def socket(self) -> socket.socket:
+        """The underlying socket, for options socketeer does not wrap."""
+        return self._sock
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise UsageError(f"I/O on a closed {self._kind}")
+
+    def _release(self) -> None:
+        # Close the socket, and remove the socket file this process bound.
+        discard(self._sock, self._socket_file)
+
+
+def discard(sock: socket.socket, socket_file: SocketFile | None) -> None:
+    """Close a socket and remove its file (also what a failed set-up undoes)."""
+    sock.close()
+    if socket_file is not None:
+        socket_file.remove()

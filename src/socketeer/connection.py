@@ -15,7 +15,7 @@ from typing import final
 from . import framing
 from ._buffer import ReceiveBuffer
 from ._deadline import Deadline
-from ._resource import Resource
+from ._resource import SocketResource
 from ._sockio import (
     connected_socket,
     error_for,
@@ -60,7 +60,7 @@ def connect(
 
 
 @final
-class Connection(Resource):
+class Connection(SocketResource):
     """A connected stream socket: TCP or Unix, made by ``connect`` or ``Listener.accept``.
 
     ``timeout`` (seconds, None = wait forever) applies to every blocking call
@@ -97,18 +97,6 @@ class Connection(Resource):
         return f"<Connection {state}>"
 
     # -- plumbing -------------------------------------------------------------
-
-    @property
-    def socket(self) -> socket.socket:
-        """The underlying socket, for options socketeer does not wrap."""
-        return self._sock
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise UsageError("I/O on a closed connection")
 
     def _arm(self, deadline: Deadline) -> None:
         remaining = deadline.remaining()
@@ -286,5 +274,4 @@ class Connection(Resource):
 
     # -- closing ----------------------------------------------------------------
 
-    def _release(self) -> None:
-        self._sock.close()
+    _kind = "connection"

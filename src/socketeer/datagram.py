@@ -13,7 +13,7 @@ import sys
 from typing import final
 
 from ._deadline import Deadline
-from ._resource import Resource
+from ._resource import SocketResource, discard
 from ._sockio import (
     SocketFile,
     address_of,
@@ -75,15 +75,15 @@ def open_datagram(
                 sock.connect(target.sockaddr)
         return DatagramEndpoint(sock, timeout=timeout, like=like, socket_file=socket_file)
     except BaseException:
-        sock.close()
-        if socket_file is not None:
-            socket_file.remove()
+        discard(sock, socket_file)
         raise
 
 
 @final
-class DatagramEndpoint(Resource):
+class DatagramEndpoint(SocketResource):
     """One datagram socket; every ``send`` is one datagram, every ``recv`` one back."""
+
+    _kind = "datagram endpoint"
 
     def __init__(
         self,
@@ -108,17 +108,6 @@ class DatagramEndpoint(Resource):
 
     def __repr__(self) -> str:
         return f"<DatagramEndpoint {'closed' if self._closed else self.local}>"
-
-    @property
-    def socket(self) -> socket.socket:
-        return self._sock
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise UsageError("I/O on a closed datagram endpoint")
 
     def send(self, data: bytes | bytearray | memoryview, to: str | Address | None = None) -> None:
         """Send one datagram, to ``to`` or else to the connected peer.
@@ -160,9 +149,3 @@ class DatagramEndpoint(Resource):
             raise FrameTooLarge(f"datagram of {size} bytes is larger than {MAX_DATAGRAM}")
         data = bytes(memoryview(self._buffer)[:size])
         return data, address_of(sender, self._sock.family, self._like) if sender else None
-
-    def _release(self) -> None:
-        # Close the socket, and remove any socket file this process bound.
-        self._sock.close()
-        if self._socket_file is not None:
-            self._socket_file.remove()

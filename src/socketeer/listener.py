@@ -7,7 +7,7 @@ import socket
 from typing import final
 
 from ._deadline import Deadline
-from ._resource import Resource
+from ._resource import SocketResource, discard
 from ._sockio import (
     SocketFile,
     bound_socket,
@@ -76,14 +76,12 @@ def listen(
             sock.listen(backlog)
         return Listener(sock, address=target, socket_file=socket_file)
     except BaseException:
-        sock.close()
-        if socket_file is not None:
-            socket_file.remove()
+        discard(sock, socket_file)
         raise
 
 
 @final
-class Listener(Resource):
+class Listener(SocketResource):
     """A socket that accepts stream connections.
 
     ``address`` is the bound address with the real port, ready to print or to
@@ -112,13 +110,6 @@ class Listener(Resource):
     def __repr__(self) -> str:
         return f"<Listener {'closed' if self._closed else self.address}>"
 
-    @property
-    def socket(self) -> socket.socket:
-        return self._sock
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
     def accept(self, timeout: float | None = None) -> Connection:
         """Wait for the next client.
 
@@ -141,9 +132,3 @@ class Listener(Resource):
             sock.settimeout(None)
             set_nodelay(sock)
             return Connection(sock, address=self._like)
-
-    def _release(self) -> None:
-        # Stop listening, and remove the socket file this process created.
-        self._sock.close()
-        if self._socket_file is not None:
-            self._socket_file.remove()

@@ -7,7 +7,7 @@ import socket
 from typing import final
 
 from .._deadline import Deadline
-from .._resource import AsyncResource
+from .._resource import AsyncResource, discard
 from .._sockio import SocketFile, translate_errors
 from ..address import Address
 from ..listener import RETRY_ACCEPT_ERRNOS
@@ -87,6 +87,4 @@ class Listener(AsyncResource):
             return await Connection.from_socket(sock, address=self.address)
 
     def _release(self) -> None:
-        self._sock.close()
-        if self._socket_file is not None:
-            self._socket_file.remove()
+        discard(self._sock, self._socket_file)
