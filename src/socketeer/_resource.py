@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import socket as _socket  # the class below has a `socket` property
 from typing import TYPE_CHECKING, TypeVar
 
 from .errors import UsageError
@@ -55,12 +55,12 @@ class AsyncResource(Resource):
 class SocketResource(Resource):
     """A ``Resource`` around one socket, perhaps with a socket file to remove on close."""
 
-    _sock: socket.socket
+    _sock: _socket.socket
     _socket_file: SocketFile | None = None
     _kind = "socket"
 
     @property
-    def socket(self) -> socket.socket:
+    def socket(self) -> _socket.socket:
         """The underlying socket, for options socketeer does not wrap."""
         return self._sock
 
@@ -75,8 +75,19 @@ class SocketResource(Resource):
         # Close the socket, and remove the socket file this process bound.
         discard(self._sock, self._socket_file)
 
+    def detach(self) -> tuple[_socket.socket, SocketFile | None]:
+        """Hand the socket (and its file) to a new owner; this object is closed, they are not.
 
-def discard(sock: socket.socket, socket_file: SocketFile | None) -> None:
+        Used to move a socket to another layer: the relay's copier, the asyncio
+        library.
+        """
+        self._check_open()
+        self._closed = True
+        owned, self._socket_file = self._socket_file, None
+        return self._sock, owned
+
+
+def discard(sock: _socket.socket, socket_file: SocketFile | None) -> None:
     """Close a socket and remove its file (also what a failed set-up undoes)."""
     sock.close()
     if socket_file is not None:

@@ -106,6 +106,11 @@ class DatagramEndpoint(SocketResource):
     def from_socket(cls, sock: socket.socket, *, timeout: float | None = None) -> DatagramEndpoint:
         return cls(sock, timeout=timeout)
 
+    @property
+    def like(self) -> Address:
+        """The address kind (scheme) this endpoint reports its peers in."""
+        return self._like
+
     def __repr__(self) -> str:
         return f"<DatagramEndpoint {'closed' if self._closed else self.local}>"
 

@@ -31,17 +31,16 @@ async def open_datagram(
     """As ``socketeer.open_datagram``, on the running loop."""
     blocking = open_blocking(address, bind=bind, timeout=timeout)
     loop = asyncio.get_running_loop()
-    sock = blocking.socket
+    local, peer, like = blocking.local, blocking.peer, blocking.like
+    sock, socket_file = blocking.detach()
     sock.setblocking(False)
-    socket_file, blocking._socket_file = blocking._socket_file, None
-    blocking._closed = True
     transport, protocol = await loop.create_datagram_endpoint(_DatagramProtocol, sock=sock)
     return DatagramEndpoint(
         transport,
         protocol,
-        local=blocking.local,
-        peer=blocking.peer,
-        like=blocking._like,
+        local=local,
+        peer=peer,
+        like=like,
         socket_file=socket_file,
         timeout=timeout,
         sock=sock,

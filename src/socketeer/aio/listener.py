@@ -48,10 +48,9 @@ class Listener(AsyncResource):
 
         assert isinstance(blocking, BlockingListener)
         # Take over the socket and its file; the blocking wrapper is dropped.
-        listener = cls(blocking.socket, blocking.address, blocking._socket_file)
-        blocking._socket_file = None
-        blocking._closed = True
-        return listener
+        address = blocking.address
+        sock, socket_file = blocking.detach()
+        return cls(sock, address, socket_file)
 
     @classmethod
     def from_socket(cls, sock: socket.socket) -> Listener:

@@ -211,8 +211,7 @@ class Relay:
             conn.close()
             upstream.close()
             return
-        sock = conn.socket
-        conn._closed = True  # the Side owns the socket now
+        sock, _ = conn.detach()  # the Side owns the socket now
         self._run_pair(Side.of_socket(sock, client_name), upstream, client_name)
         del upstream_sock
 
@@ -249,8 +248,7 @@ class Relay:
         if self.proxy_protocol is not None and conn is not None:
             encode = proxyproto.encode_v1 if self.proxy_protocol == "v1" else proxyproto.encode_v2
             upstream.send(encode(conn.peer, conn.local))
-        sock = upstream.socket
-        upstream._closed = True  # the Side owns the socket now
+        sock, _ = upstream.detach()
         return Side.of_socket(sock, str(target)), sock
 
     def _observe(self, data: bytes, marker: str) -> None:
