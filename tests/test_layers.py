@@ -21,7 +21,6 @@ PURE = [
     "chat.py",
     "proxyproto.py",
     "relay/endpoints.py",
-    "_resource.py",
 ]
 IO_MODULES = {"socket", "ssl", "asyncio", "selectors", "select", "subprocess"}
 
