@@ -49,6 +49,10 @@ _RESET_ERRNOS = {errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCO
 def error_for(exc: OSError, op: str, where: str, timeout: float | None) -> SocketeerError:
     """The socketeer error for an ``OSError`` that ``op`` on ``where`` raised."""
     code = exc.errno
+    if type(exc).__module__ == "ssl":  # an ssl.SSLError: name the TLS cause
+        from .tls import tls_error
+
+        return tls_error(exc, where)
     if isinstance(exc, socket.gaierror):
         return ConnectError(f"host not found: {where} ({exc.strerror})")
     if isinstance(exc, (TimeoutError, BlockingIOError)):

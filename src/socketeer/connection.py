@@ -39,23 +39,34 @@ def connect(
     tls: object | None = None,
     source: str | Address | None = None,
 ) -> Connection:
-    """Connect to a stream address (tcp, tcp4, tcp6, unix, abstract).
+    """Connect to a stream address (tcp, tcp4, tcp6, tls, unix, abstract).
 
-    ``timeout`` bounds the connect and then every blocking call on the
-    connection; ``source`` binds the local end first.
+    ``timeout`` bounds the connect (and TLS handshake) and then every blocking
+    call on the connection; ``source`` binds the local end first. ``tls`` (a
+    ``TLSConfig`` or ``ssl.SSLContext``; implied by ``tls://``) verifies the
+    server against the system trust store unless told otherwise.
 
     Raises:
         AddressError: a malformed or non-stream address.
         ConnectError: refused, unreachable, no such host or socket file.
         Timeout: no answer within ``timeout``.
+        TLSError: the certificate or the handshake failed.
     """
     target = Address.parse(address)
     if not target.is_stream or target.scheme == "fd":
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
-    if target.is_tls or tls is not None:
-        raise UsageError("TLS is not available yet in this version of socketeer")
     src = Address.parse(source) if source is not None else None
-    sock = connected_socket(target, Deadline(timeout), source=src)
+    setup = None
+    if target.is_tls or tls not in (None, False):
+        from .tls import client_setup
+
+        setup = client_setup(tls)  # bad files are reported before connecting
+    deadline = Deadline(timeout)
+    sock = connected_socket(target, deadline, source=src)
+    if setup is not None:
+        from .tls import wrap_client
+
+        sock = wrap_client(sock, target, setup, deadline.remaining())
     return Connection(sock, timeout=timeout, address=target)
 
 
@@ -97,6 +108,10 @@ class Connection(SocketResource):
         return f"<Connection {state}>"
 
     # -- plumbing -------------------------------------------------------------
+
+    @property
+    def is_tls(self) -> bool:
+        return hasattr(self._sock, "getpeercert")  # an ssl.SSLSocket, without importing ssl
 
     def _arm(self, deadline: Deadline) -> None:
         remaining = deadline.remaining()
@@ -163,8 +178,16 @@ class Connection(SocketResource):
         self.send(framing.encode_frame(payload))
 
     def shutdown_write(self) -> None:
-        """Half-close: the peer reads EOF, and this side can still receive."""
+        """Half-close: the peer reads EOF, and this side can still receive.
+
+        Raises:
+            UsageError: on TLS. Python's ``ssl`` sends close_notify only
+                together with a wait for the peer's, and that wait discards
+                whatever the peer still sends: no half-close there.
+        """
         self._check_open()
+        if self.is_tls:
+            raise UsageError("TLS connections have no half-close: close the connection instead")
         with translate_errors("shutdown", self._name):
             self._sock.shutdown(socket.SHUT_WR)
 

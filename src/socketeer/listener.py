@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import final
+from typing import Any, final
 
 from ._deadline import Deadline
 from ._resource import SocketResource, discard
@@ -50,6 +50,7 @@ def listen(
     backlog: int = 128,
     reuse_port: bool = False,
     unix_mode: int | None = None,
+    tls: object | None = None,
 ) -> Listener:
     """Bind and listen on a stream address; port 0 picks a free port.
 
@@ -64,8 +65,16 @@ def listen(
     target = Address.parse(address)
     if not target.is_stream:
         raise UsageError(f"listen needs a stream address, not {target} (see open_datagram)")
-    if target.is_tls:
-        raise UsageError("TLS is not available yet in this version of socketeer")
+    context = None
+    if target.is_tls or tls not in (None, False):
+        import ssl
+
+        from .tls import TLSConfig, server_context
+
+        if isinstance(tls, ssl.SSLContext):
+            context = tls
+        else:
+            context = server_context(tls if isinstance(tls, TLSConfig) else TLSConfig())
     if target.scheme == "fd":
         with translate_errors("adopt", target):
             sock = socket.socket(fileno=target.fd)
@@ -74,7 +83,9 @@ def listen(
     try:
         with translate_errors("listen", target):
             sock.listen(backlog)
-        return Listener(sock, address=target, socket_file=socket_file)
+        listener = Listener(sock, address=target, socket_file=socket_file)
+        listener.tls_context = context
+        return listener
     except BaseException:
         discard(sock, socket_file)
         raise
@@ -99,6 +110,7 @@ class Listener(SocketResource):
         self._like = address or scheme_for(sock)
         self._socket_file = socket_file
         self._closed = False
+        self.tls_context: Any = None  # an ssl.SSLContext: accept() runs the handshake
         bound = local_address(sock, self._like)
         self.address: Address = bound if bound is not None else self._like
 
@@ -131,4 +143,9 @@ class Listener(SocketResource):
                 raise
             sock.settimeout(None)
             set_nodelay(sock)
+            if self.tls_context is not None:
+                from .tls import wrap_server
+
+                peer = sock.getpeername()
+                sock = wrap_server(sock, self.tls_context, f"{self._like.scheme} client {peer[0]}")
             return Connection(sock, address=self._like)

@@ -26,6 +26,22 @@ from ._report import Reporter
 from ._stdio import READ_SIZE, read_stdin, to_crlf, write_stdout
 
 HIGH_WATER = 1 << 20
+
+
+def _none() -> int:
+    return 0
+
+
+def _WOULD_BLOCK() -> tuple[type[BaseException], ...]:
+    """BlockingIOError, and TLS's want-read/want-write when ssl is in use at all."""
+    import sys
+
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return (BlockingIOError,)
+    return (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
 _STDIN = "stdin"
 _LISTENER = "listener"
 
@@ -177,6 +193,8 @@ class StreamPump:
 
     def _shutdown(self, peer: _Peer) -> None:
         peer.shutdown_pending = False
+        if peer.conn.is_tls:
+            return  # no TLS half-close (see Connection.shutdown_write): wait for the peer
         # If the peer is gone already, its reader will say how.
         with contextlib.suppress(OSError):
             peer.sock.shutdown(socket.SHUT_WR)
@@ -218,7 +236,7 @@ class StreamPump:
         with translate_errors("send", peer.name):
             try:
                 sent = peer.sock.send(peer.outbuf)
-            except BlockingIOError:
+            except _WOULD_BLOCK():
                 return
         del peer.outbuf[:sent]
         self._traffic()
@@ -229,7 +247,14 @@ class StreamPump:
         with translate_errors("recv", peer.name):
             try:
                 data = peer.sock.recv(READ_SIZE)
-            except BlockingIOError:
+                # TLS: records already decrypted wait inside the SSL object, where
+                # poll() cannot see them; take them now.
+                while data and getattr(peer.sock, "pending", _none)():
+                    more = peer.sock.recv(READ_SIZE)
+                    if not more:
+                        break
+                    data += more
+            except _WOULD_BLOCK():
                 return True
         if data:
             self._traffic()

@@ -9,6 +9,7 @@ from ..connection import connect
 from ._datagram import datagram_client
 from ._pump import StreamPump
 from ._report import Reporter
+from ._tls import tls_config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,7 +18,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if address.is_datagram:
             return datagram_client(address, args, report)
-        conn = connect(address, timeout=args.timeout)
+        tls = tls_config(args, address, report, server=False)
+        conn = connect(address, timeout=args.timeout, tls=tls)
         report.info(f"connected to {conn.peer or address}")
         pump = StreamPump(
             report,

@@ -9,6 +9,7 @@ from ..listener import listen
 from ._datagram import datagram_server
 from ._pump import StreamPump
 from ._report import Reporter
+from ._tls import tls_config
 
 
 def run(args: argparse.Namespace) -> int:
@@ -17,13 +18,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if address.is_datagram:
             return datagram_server(address, args, report)
+        tls = tls_config(args, address, report, server=True)
         pump = StreamPump(
             report,
             half_close=not args.no_shutdown,
             crlf=args.crlf,
             idle_timeout=args.idle_timeout,
         )
-        with listen(address) as listener:
+        with listen(address, tls=tls) as listener:
             report.notice(f"listening on {listener.address}")
             if args.keep_open:
                 pump.run(listener, max_conns=args.max_conns)

@@ -52,6 +52,39 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _tls_options(parser: argparse.ArgumentParser, *, server: bool) -> None:
+    tls = parser.add_argument_group("TLS (tls://HOST:PORT)")
+    tls.add_argument("--cert", metavar="FILE", help="certificate (chain) in PEM")
+    tls.add_argument("--key", metavar="FILE", help="its private key in PEM")
+    if server:
+        tls.add_argument(
+            "--ca", metavar="FILE", help="require a client certificate signed by this CA"
+        )
+        tls.add_argument(
+            "--self-signed",
+            action="store_true",
+            help="make a temporary certificate and print its SHA-256 fingerprint",
+        )
+    else:
+        tls.add_argument("--ca", metavar="FILE", help="trust this CA instead of the system's")
+        tls.add_argument(
+            "--insecure",
+            action="store_true",
+            help="do not verify the server's certificate (prints a warning)",
+        )
+        tls.add_argument(
+            "--server-name",
+            metavar="NAME",
+            help="the name to send (SNI) and verify, instead of HOST",
+        )
+        tls.add_argument(
+            "--pin",
+            metavar="SHA256",
+            help="accept only the certificate with this SHA-256 fingerprint",
+        )
+    tls.add_argument("--alpn", metavar="PROTOS", help="ALPN protocols, comma-separated")
+
+
 def _stream_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-i",
@@ -122,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-t", "--timeout", type=_seconds, metavar="S", help="give up connecting after S seconds"
     )
     _stream_options(connect)
+    _tls_options(connect, server=False)
     _common(connect)
 
     listen = commands.add_parser(
@@ -148,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="give up waiting for the first client after S seconds",
     )
     _stream_options(listen)
+    _tls_options(listen, server=True)
     _common(listen)
 
     serve = commands.add_parser(

@@ -1,0 +1,275 @@
+"""TLS settings and contexts: secure by default (SPEC §1 ``tls://``, §2 ``tls=``, §5).
+
+A client verifies the server's certificate against the system trust store (or
+``ca``) and checks the host name; ``insecure`` must be asked for; ``pin``
+accepts exactly one certificate by its SHA-256 fingerprint instead. TLS 1.2
+is the minimum. A server needs a certificate and key; ``ca`` on a server
+means "require a client certificate signed by this CA".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ssl
+from dataclasses import dataclass, field
+
+from .errors import TLSError, UsageError
+
+__all__ = ["TLSConfig", "client_context", "fingerprint", "server_context"]
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """What the CLI's TLS options say; pass it as ``tls=`` to connect/listen."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    insecure: bool = False
+    server_name: str | None = None
+    alpn: tuple[str, ...] = field(default_factory=tuple)
+    pin: str | None = None
+
+    @property
+    def pin_hex(self) -> str | None:
+        if self.pin is None:
+            return None
+        return self.pin.replace(":", "").lower()
+
+
+def fingerprint(der: bytes) -> str:
+    """A certificate's SHA-256 fingerprint as hex (what ``--pin`` takes)."""
+    return hashlib.sha256(der).hexdigest()
+
+
+def _load(context: ssl.SSLContext, config: TLSConfig, *, server: bool) -> None:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if config.alpn:
+        context.set_alpn_protocols(list(config.alpn))
+    if config.cert or config.key:
+        if not config.cert:
+            raise UsageError("--key needs --cert")
+        try:
+            context.load_cert_chain(config.cert, config.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load certificate {config.cert}: {_reason(exc)}") from None
+    elif server:
+        raise UsageError("a TLS server needs --cert and --key")
+
+
+def client_context(config: TLSConfig) -> ssl.SSLContext:
+    """The context a client connects with.
+
+    Raises:
+        UsageError: a certificate or CA file that does not load.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    _load(context, config, server=False)
+    if config.insecure or config.pin is not None:
+        # --pin checks the certificate itself after the handshake.
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif config.ca:
+        try:
+            context.load_verify_locations(cafile=config.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load CA {config.ca}: {_reason(exc)}") from None
+    else:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    return context
+
+
+def server_context(config: TLSConfig) -> ssl.SSLContext:
+    """The context a server accepts with; ``ca`` requires client certificates.
+
+    Raises:
+        UsageError: no certificate, or files that do not load.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    _load(context, config, server=True)
+    if config.ca:
+        try:
+            context.load_verify_locations(cafile=config.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load CA {config.ca}: {_reason(exc)}") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason).lower().replace("_", " ")
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)
+
+
+def tls_error(exc: ssl.SSLError | OSError, where: str) -> TLSError:
+    """One line that names the cause: untrusted, expired, wrong host, not TLS at all."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or _reason(exc)
+        return TLSError(f"certificate verify failed: {detail}: {where}")
+    if isinstance(exc, ssl.SSLError):
+        reason = _reason(exc)
+        if "wrong version number" in reason or "record layer failure" in reason:
+            reason += " (is the peer speaking TLS?)"
+        return TLSError(f"TLS handshake failed: {reason}: {where}")
+    return TLSError(f"TLS handshake failed: {exc.strerror or exc}: {where}")
+
+
+TLSOption = TLSConfig | ssl.SSLContext | bool | None
+
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+
+
+def client_setup(tls: object) -> tuple[ssl.SSLContext, TLSConfig]:
+    """The context and settings for ``tls=`` (a TLSConfig, an SSLContext, or True).
+
+    Raises:
+        UsageError: files that do not load (before any connection is made).
+    """
+    config = tls if isinstance(tls, TLSConfig) else TLSConfig()
+    context = tls if isinstance(tls, ssl.SSLContext) else client_context(config)
+    return context, config
+
+
+def wrap_client(
+    sock: object, target: object, setup: tuple[ssl.SSLContext, TLSConfig], timeout: float | None
+) -> ssl.SSLSocket:
+    """Run the client handshake on a connected socket; checks the pin if one was given.
+
+    Raises:
+        TLSError: verification or handshake failure (one line naming the cause).
+        Timeout: the handshake did not finish in time.
+    """
+    import socket as _socket
+
+    from .address import Address
+    from .errors import Timeout
+
+    assert isinstance(sock, _socket.socket) and isinstance(target, Address)
+    context, config = setup
+    server_name = config.server_name or target.host or "localhost"
+    where = str(target)
+    try:
+        wrapped = context.wrap_socket(
+            sock, server_hostname=server_name, do_handshake_on_connect=False
+        )
+    except (ssl.SSLError, OSError) as exc:
+        sock.close()
+        raise tls_error(exc, where) from exc
+    limit = timeout if timeout is not None else DEFAULT_HANDSHAKE_TIMEOUT
+    try:
+        wrapped.settimeout(limit)
+        wrapped.do_handshake()
+        wrapped.settimeout(None)
+    except TimeoutError:
+        wrapped.close()
+        raise Timeout(f"TLS handshake timed out after {limit:g}s: {where}") from None
+    except (ssl.SSLError, OSError) as exc:
+        wrapped.close()
+        raise tls_error(exc, where) from exc
+    pin = config.pin_hex
+    if pin is not None:
+        der = wrapped.getpeercert(binary_form=True) or b""
+        if fingerprint(der) != pin:
+            wrapped.close()
+            raise TLSError(f"certificate pin mismatch: the server's is {fingerprint(der)}: {where}")
+    return wrapped
+
+
+def wrap_server(
+    sock: object, context: ssl.SSLContext, where: str, timeout: float = DEFAULT_HANDSHAKE_TIMEOUT
+) -> ssl.SSLSocket:
+    """Run the server handshake on an accepted socket.
+
+    Raises:
+        TLSError, Timeout: as ``wrap_client``.
+    """
+    import socket as _socket
+
+    from .errors import Timeout
+
+    assert isinstance(sock, _socket.socket)
+    wrapped: ssl.SSLSocket | None = None
+    try:
+        wrapped = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        wrapped.settimeout(timeout)
+        wrapped.do_handshake()
+        wrapped.settimeout(None)
+    except TimeoutError:
+        (wrapped or sock).close()  # the SSLSocket owns the descriptor once made
+        raise Timeout(f"TLS handshake timed out after {timeout:g}s: {where}") from None
+    except (ssl.SSLError, OSError) as exc:
+        (wrapped or sock).close()
+        raise tls_error(exc, where) from exc
+    return wrapped
+
+
+def self_signed(
+    hostnames: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+) -> tuple[str, str, str]:
+    """A temporary certificate and key (files, removed at exit) and its SHA-256 fingerprint.
+
+    Raises:
+        UsageError: the ``cryptography`` package is not installed.
+    """
+    try:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        raise UsageError(
+            "--self-signed needs the cryptography package: pip install 'socketeer[tls]'"
+        ) from None
+    import atexit
+    import os
+    import tempfile
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = []
+    for name in hostnames:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            names.append(x509.DNSName(name))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostnames[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    folder = tempfile.mkdtemp(prefix="socketeer-tls-")
+    cert_path, key_path = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.open(key_path, os.O_WRONLY | os.O_CREAT, 0o600), "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    def remove() -> None:
+        for path in (cert_path, key_path):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
+
+    atexit.register(remove)
+    return cert_path, key_path, fingerprint(cert.public_bytes(serialization.Encoding.DER))

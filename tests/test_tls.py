@@ -1,0 +1,335 @@
+"""TLS for connect and listen: secure defaults, mutual TLS, pinning, errors, openssl interop.
+
+Certificates come from ``trustme`` (a throwaway CA per test run), never from
+files checked in with their keys.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+import trustme
+
+import socketeer
+from socketeer import TLSError
+from socketeer.tls import TLSConfig
+
+from .conftest import SOCKETEER, Background, cli_env, require_peer, run_cli
+
+
+@dataclass
+class Certs:
+    ca: str
+    server: str  # key and chain in one PEM
+    client: str
+    other_client: str  # signed by another CA
+    wrong_host: str
+    expired: str
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    folder = tmp_path_factory.mktemp("tls")
+    ca, other = trustme.CA(), trustme.CA()
+
+    def write(name: str, blob: trustme.Blob) -> str:
+        path = folder / name
+        blob.write_to_path(str(path))
+        return str(path)
+
+    past = datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc)
+    return Certs(
+        ca=write("ca.pem", ca.cert_pem),
+        server=write(
+            "server.pem", ca.issue_cert("localhost", "127.0.0.1").private_key_and_cert_chain_pem
+        ),
+        client=write("client.pem", ca.issue_cert("client@test").private_key_and_cert_chain_pem),
+        other_client=write(
+            "other.pem", other.issue_cert("client@test").private_key_and_cert_chain_pem
+        ),
+        wrong_host=write(
+            "wrong.pem", ca.issue_cert("elsewhere.test").private_key_and_cert_chain_pem
+        ),
+        expired=write(
+            "expired.pem",
+            ca.issue_cert(
+                "127.0.0.1",
+                not_before=past,
+                not_after=past + datetime.timedelta(days=1),
+            ).private_key_and_cert_chain_pem,
+        ),
+    )
+
+
+@pytest.fixture
+def tls_server(certs: Certs) -> Iterator[object]:
+    """Start a one-client TLS echo-line server with a given server config."""
+    started: list[tuple[socketeer.Listener, threading.Thread]] = []
+    errors: list[BaseException] = []
+
+    def start(config: TLSConfig) -> str:
+        listener = socketeer.listen("tls://127.0.0.1:0", tls=config)
+
+        def serve() -> None:
+            try:
+                with listener.accept(timeout=10) as conn:
+                    conn.timeout = 10
+                    conn.send_line(b"echo " + conn.recv_line())
+            except socketeer.SocketeerError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        started.append((listener, thread))
+        return str(listener.address)
+
+    start.errors = errors  # type: ignore[attr-defined]
+    yield start
+    for listener, thread in started:
+        thread.join(10)
+        listener.close()
+
+
+def test_round_trip_verified_by_a_private_ca(certs: Certs, tls_server) -> None:  # type: ignore[no-untyped-def]
+    address = tls_server(TLSConfig(cert=certs.server))
+    with socketeer.connect(address, tls=TLSConfig(ca=certs.ca), timeout=10) as conn:
+        assert conn.is_tls
+        conn.send_line("hi")
+        assert conn.recv_line() == b"echo hi"
+        with pytest.raises(socketeer.UsageError, match="no half-close"):
+            conn.shutdown_write()
+
+
+@pytest.mark.parametrize(
+    ("server_cert", "client", "message"),
+    [
+        ("server", TLSConfig(), "certificate verify failed: unable to get local issuer"),
+        ("wrong_host", "ca", "certificate verify failed: IP address mismatch"),
+        ("expired", "ca", "certificate verify failed: certificate has expired"),
+        ("server", "wrong-name", "certificate verify failed: Hostname mismatch"),
+        ("server", TLSConfig(pin="00" * 32), "certificate pin mismatch"),
+    ],
+)
+def test_certificate_failures_name_their_cause(
+    certs: Certs,
+    tls_server,
+    server_cert: str,  # type: ignore[no-untyped-def]
+    client: object,
+    message: str,
+) -> None:
+    address = tls_server(TLSConfig(cert=getattr(certs, server_cert)))
+    if client == "ca":
+        client = TLSConfig(ca=certs.ca)
+    elif client == "wrong-name":
+        client = TLSConfig(ca=certs.ca, server_name="other.test")
+    with pytest.raises(TLSError, match=re.escape(message)) as info:
+        socketeer.connect(address, tls=client, timeout=10)
+    assert info.value.exit_code == 1
+    assert "\n" not in str(info.value)
+
+
+def test_pin_and_insecure_accept_an_unverified_server(certs: Certs, tls_server) -> None:  # type: ignore[no-untyped-def]
+    from socketeer.tls import fingerprint
+
+    address = tls_server(TLSConfig(cert=certs.wrong_host))
+    with socketeer.connect(address, tls=TLSConfig(insecure=True), timeout=10) as conn:
+        der = conn.socket.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+        conn.send_line("insecure")
+        assert conn.recv_line() == b"echo insecure"
+    address = tls_server(TLSConfig(cert=certs.wrong_host))
+    with socketeer.connect(address, tls=TLSConfig(pin=fingerprint(der)), timeout=10) as conn:
+        conn.send_line("pinned")
+        assert conn.recv_line() == b"echo pinned"
+
+
+def test_mutual_tls(certs: Certs, tls_server) -> None:  # type: ignore[no-untyped-def]
+    server = TLSConfig(cert=certs.server, ca=certs.ca)
+    address = tls_server(server)
+    with socketeer.connect(
+        address, tls=TLSConfig(ca=certs.ca, cert=certs.client), timeout=10
+    ) as conn:
+        conn.send_line("mine")
+        assert conn.recv_line() == b"echo mine"
+    for client_cert in (None, certs.other_client):
+        address = tls_server(server)
+        with pytest.raises(TLSError):  # the server refuses; TLS 1.3 tells at the first read
+            with socketeer.connect(
+                address, tls=TLSConfig(ca=certs.ca, cert=client_cert), timeout=10
+            ) as conn:
+                conn.send_line("x")
+                conn.recv_line()
+    deadline = time.monotonic() + 10  # the server threads log their side too
+    while len(tls_server.errors) < 2:
+        assert time.monotonic() < deadline, tls_server.errors
+        time.sleep(0.02)
+    assert all(isinstance(e, TLSError) for e in tls_server.errors)
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def test_cli_connect(certs: Certs, tls_server) -> None:  # type: ignore[no-untyped-def]
+    address = tls_server(TLSConfig(cert=certs.server))  # replies to a line, then closes
+    result = run_cli("connect", "--ca", certs.ca, address, input=b"from the client\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"echo from the client\n"
+
+
+def test_cli_listen(certs: Certs, background: type[Background]) -> None:
+    server = background([*SOCKETEER, "listen", "--cert", certs.server, "tls://127.0.0.1:0"])
+    address = server.wait_listening()
+    assert address.startswith("tls://127.0.0.1:")
+    assert server.proc.stdin is not None
+    server.proc.stdin.write(b"from the server\n")
+    server.proc.stdin.flush()
+    with socketeer.connect(address, tls=TLSConfig(ca=certs.ca), timeout=10) as client:
+        client.send_line("from the client")
+        assert client.recv_line() == b"from the server"
+        assert server.proc.stdout is not None
+        assert server.proc.stdout.readline() == b"from the client\n"
+    out, _, code = server.finish()
+    assert (out, code) == (b"", 0)
+
+
+def test_cli_self_signed_and_pin(background: type[Background]) -> None:
+    server = background([*SOCKETEER, "listen", "--self-signed", "tls://127.0.0.1:0"])
+    address = server.wait_listening()
+    server.wait_for_stderr(b"fingerprint")
+    line = next(x for x in server.stderr_lines if b"fingerprint" in x).decode()
+    pin = line.rsplit(" ", 1)[1].strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", pin)
+    assert server.proc.stdin is not None
+    server.proc.stdin.write(b"bye\n")
+    server.proc.stdin.flush()
+    client = subprocess.Popen(
+        [*SOCKETEER, "connect", "--pin", pin, address],
+        env=cli_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert client.stdout is not None and client.stdin is not None
+    assert client.stdout.readline() == b"bye\n"  # verified by its pin, and talking
+    client.stdin.write(b"pinned\n")
+    client.stdin.flush()
+    assert server.proc.stdout is not None
+    assert server.proc.stdout.readline() == b"pinned\n"
+    client.kill()
+    client.wait()
+    client.stdout.close()
+    client.stdin.close()
+
+
+def test_cli_insecure_warns(certs: Certs, tls_server) -> None:  # type: ignore[no-untyped-def]
+    server = tls_server(TLSConfig(cert=certs.wrong_host))
+    result = run_cli("connect", "--insecure", server, input=b"x\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"echo x\n"
+    assert b"warning: --insecure: the server's certificate is not verified" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["listen", "tls://127.0.0.1:0"], 2, "a TLS server needs --cert and --key"),
+        (["connect", "--ca", "/nonexistent.pem", "tls://127.0.0.1:1"], 2, "cannot load CA"),
+        (["connect", "--insecure", "tcp://127.0.0.1:1"], 2, "TLS options need a tls:// address"),
+    ],
+)
+def test_cli_tls_usage_errors(argv: list[str], code: int, message: str) -> None:
+    result = run_cli(*argv)
+    assert result.returncode == code, result.stderr
+    assert result.stderr.decode().count("\n") == 1
+    assert message in result.stderr.decode()
+
+
+def test_cli_plain_server_on_a_tls_address(background: type[Background]) -> None:
+    plain = background([*SOCKETEER, "listen", "tcp://127.0.0.1:0"])
+    address = plain.wait_listening()
+    assert plain.proc.stdin is not None
+    plain.proc.stdin.write(b"HTTP/1.0 400 plain text here\r\n\r\n")
+    plain.proc.stdin.close()
+    result = run_cli("connect", "--insecure", address.replace("tcp://", "tls://"), input=b"")
+    assert result.returncode == 1
+    assert "is the peer speaking TLS?" in result.stderr.decode()
+
+
+def test_cli_handshake_timeout(background: type[Background]) -> None:
+    silent = background([*SOCKETEER, "listen", "tcp://127.0.0.1:0"])
+    address = silent.wait_listening()
+    result = run_cli("connect", "-t", "0.5", address.replace("tcp://", "tls://"), input=b"")
+    assert result.returncode == 1
+    assert "TLS handshake timed out after" in result.stderr.decode()
+
+
+# -- openssl --------------------------------------------------------------------------------
+
+
+@pytest.mark.peer
+def test_socketeer_client_to_openssl_s_server(certs: Certs, background: type[Background]) -> None:
+    openssl = require_peer("openssl")
+    server = background(
+        [openssl, "s_server", "-accept", "127.0.0.1:0", "-cert", certs.server, "-naccept", "1"]
+    )
+    assert server.proc.stdout is not None
+    line = b""
+    while not line.startswith(b"ACCEPT"):  # "ACCEPT 127.0.0.1:PORT", after some notes
+        line = server.proc.stdout.readline()
+        assert line, "openssl s_server did not start"
+    port = int(line.decode().rsplit(":", 1)[1])
+    client = subprocess.Popen(
+        [*SOCKETEER, "connect", "--ca", certs.ca, f"tls://127.0.0.1:{port}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env=cli_env(),
+    )
+    assert client.stdin is not None and client.stdout is not None
+    try:
+        client.stdin.write(b"hello openssl\n")
+        client.stdin.flush()
+        while b"hello openssl" not in line:  # s_server prints what it receives
+            line = server.proc.stdout.readline()
+            assert line, "s_server ended without the message"
+        assert server.proc.stdin is not None
+        server.proc.stdin.write(b"hello socketeer\n")
+        server.proc.stdin.flush()
+        assert client.stdout.readline() == b"hello socketeer\n"
+    finally:
+        client.kill()
+        client.wait()
+        client.stdin.close()
+        client.stdout.close()
+
+
+@pytest.mark.peer
+def test_openssl_s_client_to_socketeer(certs: Certs, background: type[Background]) -> None:
+    openssl = require_peer("openssl")
+    server = background([*SOCKETEER, "listen", "--cert", certs.server, "tls://127.0.0.1:0"])
+    address = server.wait_listening()
+    port = socketeer.Address.parse(address).port
+    client = subprocess.run(
+        [
+            openssl,
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-CAfile",
+            certs.ca,
+            "-verify_return_error",
+            "-quiet",
+            "-no_ign_eof",
+        ],
+        input=b"hello socketeer\n",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert client.returncode == 0, client.stderr
+    out, _, _ = server.finish()
+    assert out == b"hello socketeer\n"
