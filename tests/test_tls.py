@@ -6,6 +6,7 @@ files checked in with their keys.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 import subprocess
@@ -333,3 +334,72 @@ def test_openssl_s_client_to_socketeer(certs: Certs, background: type[Background
     assert client.returncode == 0, client.stderr
     out, _, _ = server.finish()
     assert out == b"hello socketeer\n"
+
+
+# -- servers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["thread", "fork", "async"])
+def test_serve_over_tls_every_model(model: str, certs: Certs, background: type[Background]) -> None:
+    server = background(
+        [
+            *SOCKETEER,
+            "serve",
+            "--model",
+            model,
+            "--cert",
+            certs.server,
+            "tls://127.0.0.1:0",
+            "echo",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    address = server.wait_listening()
+    # A plain-TCP client on the TLS port is logged and closed; the others are served.
+    with socketeer.connect(address.replace("tls://", "tcp://"), timeout=10) as plain:
+        plain.send(b"GET / HTTP/1.0\r\n\r\n")
+        with contextlib.suppress(socketeer.ConnectionReset):
+            while plain.recv():  # a TLS alert perhaps, then the close
+                pass
+    for i in range(3):
+        with socketeer.connect(address, tls=TLSConfig(ca=certs.ca), timeout=10) as conn:
+            conn.send_line(f"secret {i}")
+            assert conn.recv_line() == f"secret {i}".encode()
+    server.proc.terminate()
+    _, err, code = server.finish()
+    assert code == 0, err
+    assert b"Traceback" not in err
+
+
+def test_serve_mutual_tls_refuses_strangers(certs: Certs, background: type[Background]) -> None:
+    server = background(
+        [
+            *SOCKETEER,
+            "serve",
+            "--cert",
+            certs.server,
+            "--ca",
+            certs.ca,
+            "tls://127.0.0.1:0",
+            "echo",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    address = server.wait_listening()
+    with pytest.raises(TLSError):
+        with socketeer.connect(
+            address, tls=TLSConfig(ca=certs.ca, cert=certs.other_client), timeout=10
+        ) as conn:
+            conn.send_line("let me in")
+            conn.recv_line()
+    with socketeer.connect(
+        address, tls=TLSConfig(ca=certs.ca, cert=certs.client), timeout=10
+    ) as conn:
+        conn.send_line("member")
+        assert conn.recv_line() == b"member"
+    server.proc.terminate()
+    _, err, code = server.finish()
+    assert code == 0
+    refused = [line for line in err.splitlines() if b"0 bytes in, 0 bytes out (" in line]
+    assert refused, err
+    assert b"certificate" in refused[0]  # the log names the cause

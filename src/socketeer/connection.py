@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import final
+from typing import Any, final
 
 from . import framing
 from ._buffer import ReceiveBuffer
@@ -108,6 +108,24 @@ class Connection(SocketResource):
         return f"<Connection {state}>"
 
     # -- plumbing -------------------------------------------------------------
+
+    def start_tls(self, context: Any, timeout: float | None = None) -> None:
+        """Run the server side of a TLS handshake on this accepted connection.
+
+        Raises:
+            TLSError, Timeout: the handshake failed or took too long (closed then).
+        """
+        from .tls import DEFAULT_HANDSHAKE_TIMEOUT, wrap_server
+
+        self._check_open()
+        try:
+            self._sock = wrap_server(
+                self._sock, context, f"client {self._name}", timeout or DEFAULT_HANDSHAKE_TIMEOUT
+            )
+        except BaseException:
+            self._closed = True  # wrap_server closed the socket
+            raise
+        self._blocking_mode = False
 
     @property
     def is_tls(self) -> bool:

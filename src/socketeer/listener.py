@@ -122,11 +122,15 @@ class Listener(SocketResource):
     def __repr__(self) -> str:
         return f"<Listener {'closed' if self._closed else self.address}>"
 
-    def accept(self, timeout: float | None = None) -> Connection:
-        """Wait for the next client.
+    def accept(self, timeout: float | None = None, *, handshake: bool = True) -> Connection:
+        """Wait for the next client (and, on TLS, run the handshake).
+
+        ``handshake=False`` leaves a TLS handshake to ``Connection.start_tls``,
+        so a server's accept loop never waits on a slow client's handshake.
 
         Raises:
             Timeout: none came within ``timeout``.
+            TLSError: the client's TLS handshake failed.
         """
         if self._closed:
             raise UsageError("accept on a closed listener")
@@ -143,9 +147,7 @@ class Listener(SocketResource):
                 raise
             sock.settimeout(None)
             set_nodelay(sock)
-            if self.tls_context is not None:
-                from .tls import wrap_server
-
-                peer = sock.getpeername()
-                sock = wrap_server(sock, self.tls_context, f"{self._like.scheme} client {peer[0]}")
-            return Connection(sock, address=self._like)
+            conn = Connection(sock, address=self._like)
+            if self.tls_context is not None and handshake:
+                conn.start_tls(self.tls_context)
+            return conn

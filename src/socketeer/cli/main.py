@@ -250,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="the connection log on stderr",
     )
+    _tls_options(serve, server=True)
     _common(serve)
 
     relay = commands.add_parser(

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..address import Address
 from ..server import Server
 from ..server._log import configure
+from ._report import Reporter
+from ._tls import tls_config
 
 
 def _networks(values: list[str] | None) -> list[str]:
@@ -15,6 +18,8 @@ def _networks(values: list[str] | None) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     configure(args.log_format, args.verbose, args.quiet)
+    report = Reporter(args.verbose, args.quiet)
+    tls = tls_config(args, Address.parse(args.address), report, server=True)
     server = Server(
         args.address,
         args.handler,
@@ -26,10 +31,9 @@ def run(args: argparse.Namespace) -> int:
         allow=_networks(args.allow),
         deny=_networks(args.deny),
         grace=args.grace,
+        tls=tls,
     )
     with server:
-        from ._report import Reporter
-
-        Reporter(args.verbose, args.quiet).notice(f"listening on {server.address}")
+        report.notice(f"listening on {server.address}")
         server.serve_forever()
     return 0

@@ -108,7 +108,10 @@ class AsyncRunner:
             fast = self.server.handler.fast_protocol()
             factory = self._fast_factory(fast) if fast is not None else self._task_factory()
             server = await loop.create_server(
-                factory, sock=self.listener.socket, backlog=self.server.backlog
+                factory,
+                sock=self.listener.socket,
+                backlog=self.server.backlog,
+                ssl=self.server.tls_context,
             )
         sweeper = None
         if self.server.idle_timeout is not None:

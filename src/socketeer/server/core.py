@@ -160,6 +160,7 @@ class Server:
         grace: float = 5.0,
         backlog: int = 1024,
         handler_args: Iterable[str] = (),
+        tls: object | None = None,
     ) -> None:
         if model not in MODELS:
             raise UsageError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
@@ -176,6 +177,22 @@ class Server:
         self.backlog = backlog
         self.handler = handlers.resolve(handler, list(handler_args))
         target = Address.parse(address)
+        self.tls_context: Any = None
+        if target.is_tls or tls not in (None, False):
+            import ssl
+
+            from ..tls import TLSConfig, server_context
+
+            self.tls_context = (
+                tls
+                if isinstance(tls, ssl.SSLContext)
+                else server_context(tls if isinstance(tls, TLSConfig) else TLSConfig())
+            )
+            if self.handler.takes_socket:
+                raise UsageError(
+                    f"handler {self.handler.name} hands the socket to a program: "
+                    "it cannot run over TLS"
+                )
         self.listener: Listener | None = None
         self.endpoint: DatagramEndpoint | None = None
         self.reserved: socket.socket | None = None  # workers + SO_REUSEPORT: holds the port
@@ -203,8 +220,6 @@ class Server:
             assert self.endpoint.local is not None
             self.address = self.endpoint.local
             return
-        if target.is_tls:
-            raise UsageError("TLS is not available yet in this version of socketeer")
         if self.workers > 1 and target.is_inet and hasattr(socket, "SO_REUSEPORT"):
             # Each worker binds its own socket to the port (the kernel spreads
             # connections evenly); this bound, never-listening socket holds the
@@ -216,7 +231,7 @@ class Server:
             assert reserved_at is not None
             self.address = reserved_at
             return
-        self.listener = listen(target, backlog=self.backlog)
+        self.listener = listen(target, backlog=self.backlog, tls=self.tls_context)
         self.address = self.listener.address
 
     # -- running ------------------------------------------------------------------

@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 def accept_ready(listener: Listener) -> Connection | None:
     """Take one waiting client; None if it vanished or resources ran out (logged, backed off)."""
     try:
-        return listener.accept(timeout=0)
+        # The TLS handshake, if any, runs in the connection's own thread or child.
+        return listener.accept(timeout=0, handshake=False)
     except Timeout:
         return None  # another worker took it, or it went away
     except NetworkError as exc:
@@ -63,6 +64,8 @@ def run_handler(server: Server, conn: Connection) -> None:
     error: BaseException | None = None
     conn.timeout = server.idle_timeout
     try:
+        if server.tls_context is not None:
+            conn.start_tls(server.tls_context, server.idle_timeout)
         server.handler.serve(conn)
     except SocketeerError as exc:
         error = exc

@@ -77,6 +77,7 @@ class Supervisor:
                 sock, _ = bound_socket(self.server.address, reuse_port=True)
                 sock.listen(self.server.backlog)
                 self.server.listener = Listener(sock, address=self.server.address)
+                self.server.listener.tls_context = self.server.tls_context
             self.server.run_one()
         except BaseException:
             _log.log.exception("worker %d failed", os.getpid())
