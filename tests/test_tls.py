@@ -19,6 +19,7 @@ import pytest
 import trustme
 
 import socketeer
+import socketeer.aio
 from socketeer import TLSError
 from socketeer.tls import TLSConfig
 
@@ -403,3 +404,71 @@ def test_serve_mutual_tls_refuses_strangers(certs: Certs, background: type[Backg
     refused = [line for line in err.splitlines() if b"0 bytes in, 0 bytes out (" in line]
     assert refused, err
     assert b"certificate" in refused[0]  # the log names the cause
+
+
+# -- asyncio ----------------------------------------------------------------------------------
+
+LOOPS = [
+    "asyncio",
+    pytest.param(
+        "uvloop",
+        marks=pytest.mark.skipif(
+            not socketeer.aio.uvloop_available(), reason="uvloop is not installed"
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_aio_tls_round_trip_and_errors(loop: str, certs: Certs) -> None:
+    from socketeer import aio
+    from socketeer.tls import fingerprint
+
+    async def main() -> None:
+        listener = await aio.listen("tls://127.0.0.1:0", tls=TLSConfig(cert=certs.server))
+        served: list[BaseException] = []
+        handlers: set[asyncio.Task[None]] = set()
+
+        async def handle(conn: aio.Connection) -> None:
+            async with conn:
+                async for line in conn:
+                    await conn.send_line(b"echo " + line)
+
+        async def serve() -> None:
+            while True:
+                try:
+                    conn = await listener.accept()
+                except socketeer.SocketeerError as exc:  # a client that failed the handshake
+                    served.append(exc)
+                    continue
+                task = asyncio.ensure_future(handle(conn))
+                handlers.add(task)
+                task.add_done_callback(handlers.discard)
+
+        server = asyncio.ensure_future(serve())
+        try:
+            async with await aio.connect(
+                listener.address, tls=TLSConfig(ca=certs.ca), timeout=10
+            ) as conn:
+                assert conn.is_tls
+                await conn.send_line("async tls")
+                assert await conn.recv_line() == b"echo async tls"
+                der = conn.transport.get_extra_info("ssl_object").getpeercert(True)
+                with pytest.raises(socketeer.UsageError, match="no half-close"):
+                    await conn.shutdown_write()
+            async with await aio.connect(
+                listener.address, tls=TLSConfig(pin=fingerprint(der)), timeout=10
+            ) as conn:
+                await conn.send_line("pinned")
+                assert await conn.recv_line() == b"echo pinned"
+            with pytest.raises(TLSError, match="unable to get local issuer"):
+                await aio.connect(listener.address, tls=TLSConfig(), timeout=10)
+            with pytest.raises(TLSError, match="pin mismatch"):
+                await aio.connect(listener.address, tls=TLSConfig(pin="00" * 32), timeout=10)
+        finally:
+            server.cancel()
+            listener.close()
+
+    import asyncio
+
+    socketeer.aio.run(main(), use_uvloop=loop == "uvloop")

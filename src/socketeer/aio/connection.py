@@ -31,6 +31,7 @@ from ..errors import (
     ConnectionReset,
     SocketeerError,
     Timeout,
+    TLSError,
     UsageError,
 )
 from ._protocol import StreamProtocol
@@ -92,8 +93,11 @@ async def connect(
     target = Address.parse(address)
     if not target.is_stream or target.scheme == "fd":
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
-    if target.is_tls or tls is not None:
-        raise UsageError("TLS is not available yet in this version of socketeer")
+    setup = None
+    if target.is_tls or tls not in (None, False):
+        from ..tls import client_setup
+
+        setup = client_setup(tls)  # bad files are reported before connecting
     deadline = Deadline(timeout)
     loop = asyncio.get_running_loop()
     last: SocketeerError | None = None
@@ -122,9 +126,52 @@ async def connect(
             sock.close()
             raise
         set_nodelay(sock)
+        if setup is not None:
+            return await _tls_client(sock, setup, target, timeout, deadline)
         return await Connection.from_socket(sock, timeout=timeout, address=target)
     assert last is not None
     raise last
+
+
+async def _tls_client(
+    sock: socket.socket, setup: Any, target: Address, timeout: float | None, deadline: Deadline
+) -> Connection:
+    """The client handshake on the loop, with the same checks and errors as the blocking one."""
+    from ..tls import DEFAULT_HANDSHAKE_TIMEOUT, fingerprint
+
+    context, config = setup
+    left = deadline.remaining()
+    limit = left if left is not None else DEFAULT_HANDSHAKE_TIMEOUT
+    loop = asyncio.get_running_loop()
+    try:
+        with translate_errors("TLS handshake", target):
+            try:
+                protocol = StreamProtocol()
+                transport, _ = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: protocol,  # uvloop returns its SSL protocol, not ours
+                        sock=sock,
+                        ssl=context,
+                        server_hostname=config.server_name or target.host or "localhost",
+                        ssl_handshake_timeout=limit,
+                    ),
+                    limit + 1.0,
+                )
+            except (asyncio.TimeoutError, TimeoutError):
+                raise Timeout(f"TLS handshake timed out after {limit:g}s: {target}") from None
+    except BaseException:
+        sock.close()
+        raise
+    conn = Connection(transport, protocol, timeout=timeout, address=target)
+    pin = config.pin_hex
+    if pin is not None:
+        der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
+        if fingerprint(der) != pin:
+            conn.close()
+            raise TLSError(
+                f"certificate pin mismatch: the server's is {fingerprint(der)}: {target}"
+            )
+    return conn
 
 
 @final
@@ -164,12 +211,31 @@ class Connection(AsyncResource):
         *,
         timeout: float | None = None,
         address: Address | None = None,
+        tls_server: Any = None,
     ) -> Connection:
-        """Wrap a connected stream socket on the running loop."""
+        """Wrap a connected stream socket on the running loop.
+
+        ``tls_server`` (an ``ssl.SSLContext``) runs the server side of a TLS
+        handshake first (an accepted client).
+        """
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        with translate_errors("connect", address or "socket"):
-            transport, protocol = await loop.connect_accepted_socket(StreamProtocol, sock)
+        extra: dict[str, Any] = {}
+        if tls_server is not None:
+            from ..tls import DEFAULT_HANDSHAKE_TIMEOUT
+
+            extra = {"ssl": tls_server, "ssl_handshake_timeout": DEFAULT_HANDSHAKE_TIMEOUT}
+        try:
+            with translate_errors("accept" if tls_server else "connect", address or "socket"):
+                protocol = StreamProtocol()
+                transport, _ = await loop.connect_accepted_socket(
+                    lambda: protocol,  # uvloop returns its SSL protocol, not ours
+                    sock,
+                    **extra,
+                )
+        except BaseException:
+            sock.close()
+            raise
         return cls(transport, protocol, timeout=timeout, address=address)
 
     def __repr__(self) -> str:
@@ -232,9 +298,19 @@ class Connection(AsyncResource):
     async def send_message(self, payload: bytes | bytearray | memoryview) -> None:
         await self.send(framing.encode_frame(payload))
 
+    @property
+    def is_tls(self) -> bool:
+        return self._transport.get_extra_info("ssl_object") is not None
+
     async def shutdown_write(self) -> None:
-        """Half-close: the peer reads EOF, and this side can still receive."""
+        """Half-close: the peer reads EOF, and this side can still receive.
+
+        Raises:
+            UsageError: on TLS, as ``socketeer.Connection.shutdown_write``.
+        """
         self._check_open()
+        if self.is_tls:
+            raise UsageError("TLS connections have no half-close: close the connection instead")
         if self._transport.can_write_eof() and not self._transport.is_closing():
             self._transport.write_eof()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import final
+from typing import Any, final
 
 from .._deadline import Deadline
 from .._resource import AsyncResource, discard
@@ -23,9 +23,12 @@ async def listen(
     backlog: int = 128,
     reuse_port: bool = False,
     unix_mode: int | None = None,
+    tls: object | None = None,
 ) -> Listener:
     """Bind and listen; as ``socketeer.listen`` (binding does not block on a literal address)."""
-    blocking = listen_blocking(address, backlog=backlog, reuse_port=reuse_port, unix_mode=unix_mode)
+    blocking = listen_blocking(
+        address, backlog=backlog, reuse_port=reuse_port, unix_mode=unix_mode, tls=tls
+    )
     return Listener._adopt(blocking)
 
 
@@ -41,6 +44,7 @@ class Listener(AsyncResource):
         self._socket_file = socket_file
         self._closed = False
         self.address = address
+        self.tls_context: Any = None  # an ssl.SSLContext: accept() runs the handshake
 
     @classmethod
     def _adopt(cls, blocking: object) -> Listener:
@@ -48,9 +52,11 @@ class Listener(AsyncResource):
 
         assert isinstance(blocking, BlockingListener)
         # Take over the socket and its file; the blocking wrapper is dropped.
-        address = blocking.address
+        address, tls_context = blocking.address, blocking.tls_context
         sock, socket_file = blocking.detach()
-        return cls(sock, address, socket_file)
+        listener = cls(sock, address, socket_file)
+        listener.tls_context = tls_context
+        return listener
 
     @classmethod
     def from_socket(cls, sock: socket.socket) -> Listener:
@@ -83,7 +89,9 @@ class Listener(AsyncResource):
                 if exc.errno in RETRY_ACCEPT_ERRNOS:
                     continue
                 raise
-            return await Connection.from_socket(sock, address=self.address)
+            return await Connection.from_socket(
+                sock, address=self.address, tls_server=self.tls_context
+            )
 
     def _release(self) -> None:
         discard(self._sock, self._socket_file)
