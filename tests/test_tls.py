@@ -6,8 +6,11 @@ files checked in with their keys.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
+import hashlib
+import os
 import re
 import subprocess
 import threading
@@ -469,6 +472,67 @@ def test_aio_tls_round_trip_and_errors(loop: str, certs: Certs) -> None:
             server.cancel()
             listener.close()
 
-    import asyncio
-
     socketeer.aio.run(main(), use_uvloop=loop == "uvloop")
+
+
+# -- relays --------------------------------------------------------------------------------------
+
+
+def _echo_through(address: str, tls: TLSConfig | None, size: int) -> bool:
+    """Send ``size`` bytes and read them back at the same time (one event loop: TLS-safe)."""
+    from socketeer import aio
+
+    payload = os.urandom(size)
+
+    async def main() -> bool:
+        conn = await aio.connect(address, tls=tls, timeout=30)
+        conn.timeout = 60
+        sending = asyncio.ensure_future(conn.send(payload))
+        back = await conn.recv_exactly(size)
+        await sending
+        await conn.aclose()
+        return hashlib.sha256(back).digest() == hashlib.sha256(payload).digest()
+
+    return socketeer.aio.run(main())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("terminate", [True, False], ids=["tls-to-tcp", "tcp-to-tls"])
+def test_20_mb_through_a_tls_relay(
+    terminate: bool, certs: Certs, background: type[Background]
+) -> None:
+    upstream_argv = [*SOCKETEER, "serve", "--model", "async"]
+    if terminate:  # the relay speaks TLS to its clients, plain TCP upstream
+        upstream_argv += ["tcp://127.0.0.1:0", "echo"]
+    else:  # plain clients, TLS upstream
+        upstream_argv += ["--cert", certs.server, "tls://127.0.0.1:0", "echo"]
+    upstream = background(upstream_argv, stdin=subprocess.DEVNULL)
+    upstream_address = upstream.wait_listening()
+    if terminate:
+        relay_argv = ["--cert", certs.server, "tls://127.0.0.1:0", upstream_address]
+    else:
+        relay_argv = ["--ca", certs.ca, "tcp://127.0.0.1:0", upstream_address]
+    relay = background([*SOCKETEER, "relay", "-v", *relay_argv], stdin=subprocess.DEVNULL)
+    address = relay.wait_listening()
+    client_tls = TLSConfig(ca=certs.ca) if terminate else None
+    assert _echo_through(address, client_tls, 20 * 1024 * 1024)
+    if terminate:
+        # The client's close reaches the plain upstream as EOF; the echo server
+        # closes, and the pair ends. (A TLS upstream cannot be half-closed: that
+        # pair lasts until TO closes or --idle-timeout.)
+        relay.wait_for_stderr(b"20971520 bytes up, 20971520 bytes down")
+    relay.proc.terminate()
+    _, err, code = relay.finish()
+    assert code == 0, err
+
+
+def test_tls_relay_usage_errors() -> None:
+    for argv, message in (
+        (["--cert", "x.pem", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"], "need a tls:// FROM"),
+        (["--insecure", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"], "need a tls:// TO"),
+        (["tls://127.0.0.1:0", "tcp://127.0.0.1:9"], "a TLS server needs --cert and --key"),
+        (["-", "tls://127.0.0.1:9"], "needs sockets on both sides"),
+    ):
+        result = run_cli("relay", *argv)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr.decode()

@@ -314,6 +314,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="copy through buffers instead of splice (zero-copy)",
     )
+    tls = relay.add_argument_group("TLS: FROM tls:// terminates, TO tls:// originates")
+    tls.add_argument("--cert", metavar="FILE", help="FROM: the certificate (chain) in PEM")
+    tls.add_argument("--key", metavar="FILE", help="FROM: its private key")
+    tls.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="FROM: a temporary certificate; prints its SHA-256 fingerprint",
+    )
+    tls.add_argument(
+        "--client-ca", metavar="FILE", help="FROM: require client certificates signed by this CA"
+    )
+    tls.add_argument("--ca", metavar="FILE", help="TO: trust this CA instead of the system's")
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="TO: do not verify the certificate (prints a warning)",
+    )
+    tls.add_argument("--server-name", metavar="NAME", help="TO: the name to send and verify")
+    tls.add_argument("--pin", metavar="SHA256", help="TO: accept only this certificate")
+    tls.add_argument("--alpn", metavar="PROTOS", help="ALPN protocols, comma-separated")
     relay.add_argument(
         "--log-format", choices=("text", "json"), default="text", help="the log on stderr"
     )

@@ -63,6 +63,8 @@ class Relay:
         accept_proxy_protocol: bool = False,
         hexdump: HexDumper | None = None,
         hexdump_write: object = None,
+        tls_server: object = None,
+        tls_client: object = None,
     ) -> None:
         if isinstance(source, Program):
             raise UsageError("exec: can only be the TO side of a relay")
@@ -72,8 +74,10 @@ class Relay:
                     f"{end} is a datagram address: a datagram relay needs datagram "
                     "addresses on both sides"
                 )
-            if isinstance(end, Address) and end.is_tls:
-                raise UsageError("TLS is not available yet in this version of socketeer")
+        tls_ends = [e for e in (source, target) if isinstance(e, Address) and e.is_tls]
+        if tls_ends and (isinstance(source, Stdio) or isinstance(target, (Stdio, Program))):
+            raise UsageError("a TLS relay needs sockets on both sides (not - or exec:) for now")
+        self.tls_client = tls_client
         if isinstance(target, Program) and shutil.which(target.argv[0]) is None:
             raise UsageError(f"exec: program not found: {target.argv[0]}")
         if proxy_protocol not in (None, "v1", "v2"):
@@ -96,7 +100,7 @@ class Relay:
         self._lock = threading.Lock()
         self.listener: Listener | None = None
         if isinstance(source, Address):
-            self.listener = listen(source)
+            self.listener = listen(source, tls=tls_server if source.is_tls else None)
             self.address: Address | None = self.listener.address
         else:
             self.address = None
@@ -193,6 +197,8 @@ class Relay:
         client_name = str(conn.peer or conn.local or "client")
         prefix = b""
         try:
+            if self.listener is not None and self.listener.tls_context is not None:
+                conn.start_tls(self.listener.tls_context)  # here, not in the accept loop
             if self.accept_proxy_protocol:
                 header, prefix = self._read_proxy_header(conn)
                 if header.source is not None:
@@ -205,7 +211,10 @@ class Relay:
         try:
             if prefix:  # bytes that came with the PROXY header belong to the stream
                 with translate_errors("send", str(self.target)):
-                    _write_all(upstream.write_fd, prefix)
+                    if upstream.sock is not None:
+                        upstream.sock.sendall(prefix)  # through TLS when TO is tls://
+                    else:
+                        _write_all(upstream.write_fd, prefix)
         except SocketeerError as exc:
             log.warning("%s: %s; closing", client_name, exc)
             conn.close()
@@ -244,7 +253,8 @@ class Relay:
             except OSError as exc:
                 raise NetworkError(f"exec: cannot run {target.argv[0]}: {exc.strerror}") from None
             return Side.of_program(proc, str(target)), None
-        upstream = connect(target, timeout=self.connect_timeout)
+        tls = self.tls_client if target.is_tls else None
+        upstream = connect(target, timeout=self.connect_timeout, tls=tls)
         if self.proxy_protocol is not None and conn is not None:
             encode = proxyproto.encode_v1 if self.proxy_protocol == "v1" else proxyproto.encode_v2
             upstream.send(encode(conn.peer, conn.local))

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
 from .._sockio import error_for
 from ..errors import SocketeerError
@@ -38,6 +38,9 @@ _SPLICE_F_MOVE: Final = getattr(os, "SPLICE_F_MOVE", 1)
 
 class Side:
     """One end of a pair: where to read, where to write, how to end each."""
+
+    sock: socket.socket | None = None  # a socket side: what TLS pairs poll
+    tls = False
 
     def __init__(
         self,
@@ -59,8 +62,11 @@ class Side:
     @classmethod
     def of_socket(cls, sock: socket.socket, name: str) -> Side:
         sock.setblocking(True)
+        tls = hasattr(sock, "getpeercert")  # an ssl.SSLSocket
 
         def end_writing() -> None:
+            if tls:
+                return  # no half-close over TLS (see Connection.shutdown_write)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
 
@@ -68,7 +74,7 @@ class Side:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it
 
-        return cls(
+        side = cls(
             name,
             sock.fileno(),
             sock.fileno(),
@@ -76,6 +82,8 @@ class Side:
             abort=abort,
             close=sock.close,
         )
+        side.sock, side.tls = sock, tls
+        return side
 
     @classmethod
     def of_program(cls, proc: subprocess.Popen[bytes], name: str) -> Side:
@@ -218,6 +226,17 @@ class Pair:
 
     def run(self) -> None:
         """Copy both ways; returns when both directions have ended. Closes both sides."""
+        if (
+            self.client.sock is not None
+            and self.upstream.sock is not None
+            and (self.client.tls or self.upstream.tls)
+        ):
+            try:
+                self._run_polled(self.client.sock, self.upstream.sock)
+            finally:
+                self.client.close()
+                self.upstream.close()
+            return
         up = threading.Thread(
             target=self._direction, args=(self.client, self.upstream, True), daemon=True
         )
@@ -228,3 +247,73 @@ class Pair:
         finally:
             self.client.close()
             self.upstream.close()
+
+    def _run_polled(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Both ways in one thread: an SSL object must not be read and written at once.
+
+        Non-blocking sockets, one buffer per direction (bounded: a full buffer
+        stops reading the other side), TLS records drained with ``pending()``.
+        """
+        import selectors
+        import ssl
+
+        would_block = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+        client.setblocking(False)
+        upstream.setblocking(False)
+        other = {client: upstream, upstream: client}
+        outbox = {client: bytearray(), upstream: bytearray()}  # bytes waiting to go to it
+        reading = {client: True, upstream: True}
+        ending = {client: False, upstream: False}  # half-close it once its outbox is empty
+        side_of = {client: self.client, upstream: self.upstream}
+        counters = {upstream: self._counter(True), client: self._counter(False)}
+        try:
+            with selectors.DefaultSelector() as selector:
+                for sock in (client, upstream):
+                    selector.register(sock, selectors.EVENT_READ)
+                while reading[client] or reading[upstream] or outbox[client] or outbox[upstream]:
+                    if self.aborted:
+                        return
+                    for sock in (client, upstream):
+                        mask = 0
+                        if reading[sock] and len(outbox[other[sock]]) < BUFFER_SIZE:
+                            mask |= selectors.EVENT_READ
+                        if outbox[sock]:
+                            mask |= selectors.EVENT_WRITE
+                        if mask:
+                            selector.modify(sock, mask)
+                        else:
+                            selector.modify(sock, selectors.EVENT_READ)
+                    for key, events in selector.select(1.0):
+                        sock = cast(socket.socket, key.fileobj)
+                        if events & selectors.EVENT_WRITE and outbox[sock]:
+                            with contextlib.suppress(*would_block):
+                                sent = sock.send(outbox[sock])
+                                del outbox[sock][:sent]
+                                counters[sock](sent)
+                            if not outbox[sock] and ending[sock]:
+                                ending[sock] = False
+                                side_of[sock].end_writing()
+                        if events & selectors.EVENT_READ and reading[sock]:
+                            try:
+                                data = sock.recv(BUFFER_SIZE)
+                                while data and getattr(sock, "pending", lambda: 0)():
+                                    data += sock.recv(BUFFER_SIZE)
+                            except would_block:
+                                continue
+                            if data:
+                                outbox[other[sock]] += data
+                                self.last_activity = time.monotonic()
+                            else:
+                                reading[sock] = False
+                                if outbox[other[sock]]:
+                                    ending[other[sock]] = True
+                                else:
+                                    side_of[other[sock]].end_writing()
+                    if not reading[client] and not reading[upstream]:
+                        break_when_flushed = not outbox[client] and not outbox[upstream]
+                        if break_when_flushed:
+                            return
+        except OSError as exc:
+            if not self.aborted:
+                self.error = self.error or error_for(exc, "relay", self.upstream.name, None)
+                self.abort()
