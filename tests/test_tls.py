@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import trustme
@@ -536,3 +537,52 @@ def test_tls_relay_usage_errors() -> None:
         result = run_cli("relay", *argv)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr.decode()
+
+
+@pytest.mark.peer
+def test_ncat_ssl_both_ways(certs: Certs, background: type[Background], tmp_path: Path) -> None:
+    ncat = require_peer("ncat")
+    # ncat --ssl client -> socketeer listen tls://
+    server = background([*SOCKETEER, "listen", "--cert", certs.server, "tls://127.0.0.1:0"])
+    port = socketeer.Address.parse(server.wait_listening()).port
+    # ncat verifies DNS names only, so it is given "localhost" (127.0.0.1 here).
+    client = subprocess.run(
+        [ncat, "--ssl", "--ssl-verify", "--ssl-trustfile", certs.ca, "localhost", str(port)],
+        input=b"from ncat\n",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert client.returncode == 0, client.stderr
+    out, _, code = server.finish()
+    assert (out, code) == (b"from ncat\n", 0)
+    # socketeer connect tls:// -> ncat --ssl -l (ncat cannot bind port 0 and say which)
+    import socket as socket_module
+
+    with socket_module.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key_and_cert = Path(certs.server).read_text()
+    key = tmp_path / "key.pem"
+    key.write_text(key_and_cert)
+    listener = background(
+        [
+            ncat,
+            "-v",
+            "--ssl",
+            "--ssl-cert",
+            certs.server,
+            "--ssl-key",
+            str(key),
+            "-l",
+            "127.0.0.1",
+            str(port),
+        ]
+    )
+    listener.wait_for_stderr(b"Listening on")
+    assert listener.proc.stdin is not None
+    listener.proc.stdin.write(b"from ncat server\n")
+    listener.proc.stdin.close()
+    result = run_cli("connect", "--ca", certs.ca, f"tls://127.0.0.1:{port}", input=b"")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"from ncat server\n"
