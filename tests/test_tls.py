@@ -15,6 +15,7 @@ import re
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -586,3 +587,28 @@ def test_ncat_ssl_both_ways(certs: Certs, background: type[Background], tmp_path
     result = run_cli("connect", "--ca", certs.ca, f"tls://127.0.0.1:{port}", input=b"")
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"from ncat server\n"
+
+
+def test_alpn_and_minimum_version(certs: Certs, tls_server) -> None:  # type: ignore[no-untyped-def]
+    import ssl
+
+    from socketeer.tls import client_context, server_context
+
+    assert server_context(TLSConfig(cert=certs.server)).minimum_version == ssl.TLSVersion.TLSv1_2
+    assert client_context(TLSConfig()).minimum_version == ssl.TLSVersion.TLSv1_2
+    address = tls_server(TLSConfig(cert=certs.server, alpn=("h2",)))
+    config = TLSConfig(ca=certs.ca, alpn=("http/1.1", "h2"))
+    with socketeer.connect(address, tls=config, timeout=10) as conn:
+        assert conn.socket.selected_alpn_protocol() == "h2"  # type: ignore[attr-defined]
+        conn.send_line("alpn")
+        assert conn.recv_line() == b"echo alpn"
+    # A client that offers only TLS 1.1 is refused by the server's minimum.
+    address = tls_server(TLSConfig(cert=certs.server))
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(certs.ca)
+    with warnings.catch_warnings():  # setting an old version is deprecated: that is the point
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(TLSError):
+        socketeer.connect(address, tls=old, timeout=10)
