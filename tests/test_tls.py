@@ -533,7 +533,6 @@ def test_tls_relay_usage_errors() -> None:
         (["--cert", "x.pem", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"], "need a tls:// FROM"),
         (["--insecure", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"], "need a tls:// TO"),
         (["tls://127.0.0.1:0", "tcp://127.0.0.1:9"], "a TLS server needs --cert and --key"),
-        (["-", "tls://127.0.0.1:9"], "needs sockets on both sides"),
     ):
         result = run_cli("relay", *argv)
         assert result.returncode == 2, result.stderr
@@ -612,3 +611,41 @@ def test_alpn_and_minimum_version(certs: Certs, tls_server) -> None:  # type: ig
         old.maximum_version = ssl.TLSVersion.TLSv1_1
     with pytest.raises(TLSError):
         socketeer.connect(address, tls=old, timeout=10)
+
+
+def test_tls_relay_with_stdio_and_exec(certs: Certs, background: type[Background]) -> None:
+    # exec: behind a TLS front
+    relay = background(
+        [*SOCKETEER, "relay", "--cert", certs.server, "tls://127.0.0.1:0", "exec:cat"],
+        stdin=subprocess.DEVNULL,
+    )  # cat does not buffer its output
+    address = relay.wait_listening()
+    with socketeer.connect(address, tls=TLSConfig(ca=certs.ca), timeout=10) as conn:
+        conn.send_line("through a program")
+        assert conn.recv_line() == b"through a program"
+    relay.proc.terminate()
+    relay.finish()
+    # stdio to a TLS upstream: no half-close over TLS, so --idle-timeout ends it
+    upstream = background(
+        [
+            *SOCKETEER,
+            "serve",
+            "--model",
+            "async",
+            "--cert",
+            certs.server,
+            "tls://127.0.0.1:0",
+            "echo",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    result = subprocess.run(
+        [*SOCKETEER, "relay", "-i", "1", "--ca", certs.ca, "-", upstream.wait_listening()],
+        input=b"through stdio\n",
+        capture_output=True,
+        env=cli_env(),
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"through stdio\n"

@@ -74,9 +74,6 @@ class Relay:
                     f"{end} is a datagram address: a datagram relay needs datagram "
                     "addresses on both sides"
                 )
-        tls_ends = [e for e in (source, target) if isinstance(e, Address) and e.is_tls]
-        if tls_ends and (isinstance(source, Stdio) or isinstance(target, (Stdio, Program))):
-            raise UsageError("a TLS relay needs sockets on both sides (not - or exec:) for now")
         self.tls_client = tls_client
         if isinstance(target, Program) and shutil.which(target.argv[0]) is None:
             raise UsageError(f"exec: program not found: {target.argv[0]}")

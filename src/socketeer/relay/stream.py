@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Final, cast
+from typing import Final
 
 from .._sockio import error_for
 from ..errors import SocketeerError
@@ -226,13 +226,9 @@ class Pair:
 
     def run(self) -> None:
         """Copy both ways; returns when both directions have ended. Closes both sides."""
-        if (
-            self.client.sock is not None
-            and self.upstream.sock is not None
-            and (self.client.tls or self.upstream.tls)
-        ):
+        if self.client.tls or self.upstream.tls:
             try:
-                self._run_polled(self.client.sock, self.upstream.sock)
+                self._run_polled()
             finally:
                 self.client.close()
                 self.upstream.close()
@@ -248,71 +244,100 @@ class Pair:
             self.client.close()
             self.upstream.close()
 
-    def _run_polled(self, client: socket.socket, upstream: socket.socket) -> None:
+    def _run_polled(self) -> None:
         """Both ways in one thread: an SSL object must not be read and written at once.
 
-        Non-blocking sockets, one buffer per direction (bounded: a full buffer
-        stops reading the other side), TLS records drained with ``pending()``.
+        Socket sides are non-blocking, with a bounded outbox each (a full one
+        stops reading the other side) and TLS records drained with
+        ``pending()``; standard I/O and programs are read when ready and
+        written directly.
         """
         import selectors
         import ssl
 
         would_block = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-        client.setblocking(False)
-        upstream.setblocking(False)
-        other = {client: upstream, upstream: client}
-        outbox = {client: bytearray(), upstream: bytearray()}  # bytes waiting to go to it
-        reading = {client: True, upstream: True}
-        ending = {client: False, upstream: False}  # half-close it once its outbox is empty
-        side_of = {client: self.client, upstream: self.upstream}
-        counters = {upstream: self._counter(True), client: self._counter(False)}
+        sides = (self.client, self.upstream)
+        other = {self.client: self.upstream, self.upstream: self.client}
+        outbox = {side: bytearray() for side in sides}  # waiting to be written to that side
+        reading = {side: True for side in sides}
+        ending = {side: False for side in sides}  # end writing once its outbox is empty
+        count = {self.upstream: self._counter(True), self.client: self._counter(False)}
+        for side in sides:
+            if side.sock is not None:
+                side.sock.setblocking(False)
+
+        def receive(side: Side) -> bytes:
+            if side.sock is None:
+                return os.read(side.read_fd, BUFFER_SIZE)
+            data = side.sock.recv(BUFFER_SIZE)
+            while data and getattr(side.sock, "pending", lambda: 0)():
+                data += side.sock.recv(BUFFER_SIZE)
+            return data
+
+        def deliver(side: Side, data: bytes) -> None:
+            if side.sock is None:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(side.write_fd, view) :]
+                count[side](len(data))
+            else:
+                outbox[side] += data
+
+        def flush(side: Side) -> None:
+            assert side.sock is not None
+            with contextlib.suppress(*would_block):
+                sent = side.sock.send(outbox[side])
+                del outbox[side][:sent]
+                count[side](sent)
+            if not outbox[side] and ending[side]:
+                ending[side] = False
+                side.end_writing()
+
         try:
             with selectors.DefaultSelector() as selector:
-                for sock in (client, upstream):
-                    selector.register(sock, selectors.EVENT_READ)
-                while reading[client] or reading[upstream] or outbox[client] or outbox[upstream]:
+                registered: dict[int, int] = {}
+                while any(reading.values()) or any(outbox.values()):
                     if self.aborted:
                         return
-                    for sock in (client, upstream):
+                    wanted: dict[int, tuple[int, Side]] = {}
+                    for side in sides:
                         mask = 0
-                        if reading[sock] and len(outbox[other[sock]]) < BUFFER_SIZE:
+                        if reading[side] and len(outbox[other[side]]) < BUFFER_SIZE:
                             mask |= selectors.EVENT_READ
-                        if outbox[sock]:
+                        if side.sock is not None and outbox[side]:
                             mask |= selectors.EVENT_WRITE
                         if mask:
-                            selector.modify(sock, mask)
-                        else:
-                            selector.modify(sock, selectors.EVENT_READ)
+                            wanted[side.read_fd] = (mask, side)
+                    for fd in list(registered):
+                        if fd not in wanted:
+                            selector.unregister(fd)
+                            del registered[fd]
+                    for fd, (mask, side) in wanted.items():
+                        if fd not in registered:
+                            selector.register(fd, mask, side)
+                        elif registered[fd] != mask:
+                            selector.modify(fd, mask, side)
+                        registered[fd] = mask
                     for key, events in selector.select(1.0):
-                        sock = cast(socket.socket, key.fileobj)
-                        if events & selectors.EVENT_WRITE and outbox[sock]:
-                            with contextlib.suppress(*would_block):
-                                sent = sock.send(outbox[sock])
-                                del outbox[sock][:sent]
-                                counters[sock](sent)
-                            if not outbox[sock] and ending[sock]:
-                                ending[sock] = False
-                                side_of[sock].end_writing()
-                        if events & selectors.EVENT_READ and reading[sock]:
-                            try:
-                                data = sock.recv(BUFFER_SIZE)
-                                while data and getattr(sock, "pending", lambda: 0)():
-                                    data += sock.recv(BUFFER_SIZE)
-                            except would_block:
-                                continue
-                            if data:
-                                outbox[other[sock]] += data
-                                self.last_activity = time.monotonic()
-                            else:
-                                reading[sock] = False
-                                if outbox[other[sock]]:
-                                    ending[other[sock]] = True
-                                else:
-                                    side_of[other[sock]].end_writing()
-                    if not reading[client] and not reading[upstream]:
-                        break_when_flushed = not outbox[client] and not outbox[upstream]
-                        if break_when_flushed:
-                            return
+                        side = key.data
+                        if events & selectors.EVENT_WRITE and outbox[side]:
+                            flush(side)
+                        if not (events & selectors.EVENT_READ and reading[side]):
+                            continue
+                        try:
+                            data = receive(side)
+                        except would_block:
+                            continue
+                        target = other[side]
+                        if data:
+                            deliver(target, data)
+                            self.last_activity = time.monotonic()
+                            continue
+                        reading[side] = False  # EOF: pass it on once the outbox is out
+                        if outbox[target]:
+                            ending[target] = True
+                        else:
+                            target.end_writing()
         except OSError as exc:
             if not self.aborted:
                 self.error = self.error or error_for(exc, "relay", self.upstream.name, None)
