@@ -47,13 +47,19 @@ def test_public_names_exist_and_are_exported() -> None:
     assert {"connect", "listen", "open_datagram", "Address"} <= set(socketeer.__all__)
 
 
+def test_public_names_are_the_lazy_table() -> None:
+    assert set(socketeer.__all__) == set(socketeer._WHERE)
+
+
 def test_importing_the_cli_does_not_load_the_commands() -> None:
+    # `socketeer --help` loads the parser and nothing else of socketeer.
     code = (
         "import sys, socketeer.cli.main; "
-        "print(sorted(m for m in sys.modules if m.startswith('socketeer.cli.')))"
+        "print(sorted(m for m in sys.modules if m.startswith('socketeer.') "
+        "and m != 'socketeer.cli'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['socketeer.cli.main']"
+    assert out.stdout.strip() == "['socketeer.cli.main', 'socketeer.errors']"
 
 
 def test_typed_marker_is_shipped() -> None:

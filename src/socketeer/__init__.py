@@ -1,32 +1,38 @@
 """socketeer: sockets made easy, correct and fast.
 
-The blocking API is imported here; heavier parts (``socketeer.aio``, the
-servers, the relay, the CLI) load only when used, so ``import socketeer`` and
-``socketeer --help`` stay quick.
+Every public name loads on first use (PEP 562), so ``import socketeer`` and
+``socketeer --help`` pay only for what they touch; ``socketeer.aio``,
+``socketeer.server``, ``socketeer.relay`` and ``socketeer.tls`` are
+subpackages imported by name.
 """
 
 from __future__ import annotations
 
-from .address import Address as Address
-from .connection import Connection as Connection
-from .connection import connect as connect
-from .datagram import DatagramEndpoint as DatagramEndpoint
-from .datagram import open_datagram as open_datagram
-from .errors import AddressError as AddressError
-from .errors import AddressInUse as AddressInUse
-from .errors import ConnectError as ConnectError
-from .errors import ConnectionClosed as ConnectionClosed
-from .errors import ConnectionReset as ConnectionReset
-from .errors import FrameTooLarge as FrameTooLarge
-from .errors import NetworkError as NetworkError
-from .errors import SocketeerError as SocketeerError
-from .errors import Timeout as Timeout
-from .errors import TLSError as TLSError
-from .errors import UsageError as UsageError
-from .listener import Listener as Listener
-from .listener import listen as listen
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "Address": "address",
+    "Connection": "connection",
+    "connect": "connection",
+    "DatagramEndpoint": "datagram",
+    "open_datagram": "datagram",
+    "Listener": "listener",
+    "listen": "listener",
+    "AddressError": "errors",
+    "AddressInUse": "errors",
+    "ConnectError": "errors",
+    "ConnectionClosed": "errors",
+    "ConnectionReset": "errors",
+    "FrameTooLarge": "errors",
+    "NetworkError": "errors",
+    "SocketeerError": "errors",
+    "Timeout": "errors",
+    "TLSError": "errors",
+    "UsageError": "errors",
+}
 
 __all__ = [
     "Address",
@@ -48,3 +54,37 @@ __all__ = [
     "listen",
     "open_datagram",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'socketeer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])
+
+
+if TYPE_CHECKING:
+    from .address import Address as Address
+    from .connection import Connection as Connection
+    from .connection import connect as connect
+    from .datagram import DatagramEndpoint as DatagramEndpoint
+    from .datagram import open_datagram as open_datagram
+    from .errors import AddressError as AddressError
+    from .errors import AddressInUse as AddressInUse
+    from .errors import ConnectError as ConnectError
+    from .errors import ConnectionClosed as ConnectionClosed
+    from .errors import ConnectionReset as ConnectionReset
+    from .errors import FrameTooLarge as FrameTooLarge
+    from .errors import NetworkError as NetworkError
+    from .errors import SocketeerError as SocketeerError
+    from .errors import Timeout as Timeout
+    from .errors import TLSError as TLSError
+    from .errors import UsageError as UsageError
+    from .listener import Listener as Listener
+    from .listener import listen as listen
