@@ -18,14 +18,13 @@ import re
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from run import build, loadgen, python_env, table
+from run import background, build, loadgen, reserve_port, table
 
 RELAYS = [
     "direct",
@@ -35,29 +34,6 @@ RELAYS = [
     "socat -b 131072",
     "ncat -c ncat",
 ]
-
-
-def reserve_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def background(
-    argv: list[str], pass_fds: tuple[int, ...] = ()
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, pass_fds=pass_fds, env=python_env(), start_new_session=True
-    )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @contextlib.contextmanager

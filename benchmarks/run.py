@@ -50,6 +50,31 @@ def python_env() -> dict[str, str]:
     return env
 
 
+def reserve_port() -> int:
+    """A free loopback port, for peers (socat, ncat) that cannot report a port-0 bind."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def background(
+    argv: list[str], pass_fds: tuple[int, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server process for one measurement, killed (with its group) afterwards."""
+    proc = subprocess.Popen(
+        argv, stderr=subprocess.PIPE, pass_fds=pass_fds, env=python_env(), start_new_session=True
+    )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
 @contextlib.contextmanager
 def running(name: str, echo_binary: Path) -> Iterator[tuple[int, int]]:
     """Start server ``name``; yields (pid, port) and stops it afterwards."""
@@ -82,10 +107,7 @@ def running(name: str, echo_binary: Path) -> Iterator[tuple[int, int]]:
             REFERENCE: "uvloop-buffered",
         }[name]
         argv = [sys.executable, str(HERE / "peers.py"), peer]
-    proc = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, pass_fds=pass_fds, env=python_env(), start_new_session=True
-    )
-    try:
+    with background(argv, pass_fds) as proc:
         if listener is not None:
             port = listener.getsockname()[1]
             listener.close()
@@ -97,12 +119,6 @@ def running(name: str, echo_binary: Path) -> Iterator[tuple[int, int]]:
             port = int(line.rsplit(":", 1)[1])
         time.sleep(0.3)  # let imports settle before measuring memory or speed
         yield proc.pid, port
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def loadgen(binary: Path, *args: object, timeout: float = 120) -> list[float]:

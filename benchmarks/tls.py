@@ -18,7 +18,6 @@ import shutil
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,15 +27,9 @@ from pathlib import Path
 import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import python_env, table
+from run import background, reserve_port, table
 
 SERVERS = ["socketeer serve --model async", "socat OPENSSL-LISTEN", "ncat --ssl"]
-
-
-def reserve_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, deadline: float = 10.0) -> None:
@@ -90,21 +83,10 @@ def server(name: str, cert: str, key: str) -> Iterator[int]:
             "127.0.0.1",
             str(port),
         ]
-    proc = subprocess.Popen(
-        argv,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=python_env(),
-        start_new_session=True,
-    )
-    try:
+    with background(argv):
         wait_port(port)
         time.sleep(0.3)
         yield port
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait()
 
 
 def bulk(port: int, context: ssl.SSLContext, seconds: float) -> float:
