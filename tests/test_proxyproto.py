@@ -105,27 +105,27 @@ V2_TCP4 = (
     V2_SIGNATURE
     + b"\x21\x11\x00\x0c"
     + bytes([127, 0, 0, 1, 10, 0, 0, 2])
-    + struct.pack("!HH", 5000, 80)
+    + struct.pack("!HH", 443, 80)
 )
 
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_v2_tcp4(split: str) -> None:
-    assert encode_v2(A("tcp://127.0.0.1:5000"), A("tcp://10.0.0.2:80")) == V2_TCP4
+    assert encode_v2(A("tcp://127.0.0.1:443"), A("tcp://10.0.0.2:80")) == V2_TCP4
     header, used = feed(V2_TCP4, split)
     assert used == 28
-    assert header == ProxyHeader(2, "PROXY", A("tcp://127.0.0.1:5000"), A("tcp://10.0.0.2:80"))
+    assert header == ProxyHeader(2, "PROXY", A("tcp://127.0.0.1:443"), A("tcp://10.0.0.2:80"))
 
 
 @pytest.mark.parametrize("split", SPLITS)
 def test_v2_tcp6_and_tlvs_are_skipped(split: str) -> None:
-    wire = encode_v2(A("tcp://[2001:db8::1]:1234"), A("tcp://[::1]:443"))
+    wire = encode_v2(A("tcp://[2001:db8::1]:53"), A("tcp://[::1]:443"))
     assert wire[12:14] == b"\x21\x21" and len(wire) == 16 + 36
     tlv = b"\x04\x00\x03abc"  # PP2_TYPE_NOOP with 3 bytes
     with_tlv = wire[:14] + struct.pack("!H", 36 + len(tlv)) + wire[16:] + tlv
     header, used = feed(with_tlv, split)
     assert used == len(with_tlv)
-    assert header.source == A("tcp://[2001:db8::1]:1234")
+    assert header.source == A("tcp://[2001:db8::1]:53")
 
 
 def test_v2_unix_and_udp() -> None:
