@@ -568,3 +568,16 @@ def test_max_conns_and_deny(background: type[Background]) -> None:
         relay.wait_for_stderr(b"1 connections open (--max-conns)")
         relay.wait_for_stderr(b"denied by --allow/--deny")
         relay_stop(relay)
+
+
+def test_stream_only_options_on_a_datagram_relay_exit_2() -> None:
+    for option, name in (("--once", "once"), ("--deny=127.0.0.2", "deny")):
+        result = subprocess.run(
+            [*SOCKETEER, "relay", option, "udp://127.0.0.1:0", "udp://127.0.0.1:9"],
+            capture_output=True,
+            env=cli_env(),
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 2
+        assert result.stderr == f"socketeer: error: for stream relays only: {name}\n".encode()

@@ -8,7 +8,7 @@ import sys
 
 from ..errors import UsageError
 from ..hexdump import HexDumper
-from ..relay import DatagramRelay, relay
+from ..relay import relay
 from ..server._log import JSONFormatter
 from ._report import Reporter
 from .serve import _networks
@@ -95,11 +95,6 @@ def run(args: argparse.Namespace) -> int:
         server = relay(args.source, args.target, **options)
         if not args.quiet and server.address is not None:
             print(f"socketeer: listening on {server.address}", file=sys.stderr, flush=True)
-        if isinstance(server, DatagramRelay) and (args.once or args.proxy_protocol):
-            server.close()
-            from ..errors import UsageError
-
-            raise UsageError("--once and --proxy-protocol apply to stream relays only")
         server.serve_forever()
     finally:
         if dump_file is not None and dump_file is not sys.stderr:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..address import Address
+from ..errors import UsageError
 from .datagram import DatagramRelay as DatagramRelay
 from .endpoints import parse_endpoint
 from .stream import HAS_SPLICE as HAS_SPLICE
@@ -30,6 +31,20 @@ def relay(source: str, target: str, **options: Any) -> Any:
         and src.is_datagram
         and dst.is_datagram
     ):
+        stream_only = (
+            "once",
+            "max_connections",
+            "proxy_protocol",
+            "accept_proxy_protocol",
+            "hexdump",
+            "tls_server",
+            "tls_client",
+            "allow",
+            "deny",
+        )
+        given = [name for name in stream_only if options.get(name)]
+        if given:
+            raise UsageError(f"for stream relays only: {', '.join(given)}")
         keep = {k: v for k, v in options.items() if k in ("idle_timeout", "max_sessions")}
         return DatagramRelay(src, dst, **keep)
     options.pop("max_sessions", None)

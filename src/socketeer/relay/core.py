@@ -10,8 +10,8 @@ loop, stop signals and limits are the server's (``server.core``).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -185,7 +185,7 @@ class Relay:
             threading.Thread(target=self._serve_client, args=(conn,), daemon=True).start()
 
     def _serve_stdio(self) -> None:
-        upstream, _ = self._open_target(None)
+        upstream = self._open_target(None)
         self._run_pair(Side.of_stdio(), upstream, "stdio")
 
     # -- one client -------------------------------------------------------------------
@@ -200,7 +200,7 @@ class Relay:
                 header, prefix = self._read_proxy_header(conn)
                 if header.source is not None:
                     client_name = f"{header.source} via {client_name}"
-            upstream, upstream_sock = self._open_target(conn)
+            upstream = self._open_target(conn)
         except SocketeerError as exc:
             log.warning("%s: %s; closing", client_name, exc)
             conn.close()
@@ -219,7 +219,6 @@ class Relay:
             return
         sock, _ = conn.detach()  # the Side owns the socket now
         self._run_pair(Side.of_socket(sock, client_name), upstream, client_name)
-        del upstream_sock
 
     def _read_proxy_header(self, conn: Connection) -> tuple[proxyproto.ProxyHeader, bytes]:
         """The client's PROXY header and whatever bytes came after it.
@@ -240,23 +239,23 @@ class Relay:
                 raise proxyproto.ProxyProtocolError("connection closed before a PROXY header")
             buffer += data
 
-    def _open_target(self, conn: Connection | None) -> tuple[Side, socket.socket | None]:
+    def _open_target(self, conn: Connection | None) -> Side:
         target = self.target
         if isinstance(target, Stdio):
-            return Side.of_stdio(), None
+            return Side.of_stdio()
         if isinstance(target, Program):
             try:
                 proc = subprocess.Popen(target.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             except OSError as exc:
                 raise NetworkError(f"exec: cannot run {target.argv[0]}: {exc.strerror}") from None
-            return Side.of_program(proc, str(target)), None
+            return Side.of_program(proc, str(target))
         tls = self.tls_client if target.is_tls else None
         upstream = connect(target, timeout=self.connect_timeout, tls=tls)
         if self.proxy_protocol is not None and conn is not None:
             encode = proxyproto.encode_v1 if self.proxy_protocol == "v1" else proxyproto.encode_v2
             upstream.send(encode(conn.peer, conn.local))
         sock, _ = upstream.detach()
-        return Side.of_socket(sock, str(target)), sock
+        return Side.of_socket(sock, str(target))
 
     def _observe(self, data: bytes, marker: str) -> None:
         if self._dumper is not None and callable(self._dump_write):
@@ -317,8 +316,6 @@ class Relay:
 
 
 def _write_all(fd: int, data: bytes) -> None:
-    import os
-
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

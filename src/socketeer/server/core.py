@@ -15,6 +15,7 @@ socketpair, never by polling.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -37,9 +38,7 @@ from . import _log
 __all__ = ["Server"]
 
 # accept() failures that mean "out of resources for now": log, back off, retry.
-CAPACITY_ERRNOS = frozenset(
-    {getattr(__import__("errno"), n) for n in ("EMFILE", "ENFILE", "ENOBUFS", "ENOMEM")}
-)
+CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 BACKOFF = 0.1
 
 
