@@ -205,8 +205,8 @@ def test_listen_keep_open_many_clients(background: type[Background]) -> None:
             client.close()
     assert received == [b"client 0\n", b"client 1\n", b"client 2\n"]
     server.proc.send_signal(signal.SIGINT)
-    _, _, code = server.finish()
-    assert code == 130
+    _, err, code = server.finish()
+    assert code == 130, err
 
 
 def test_listen_max_conns_closes_extra_clients(background: type[Background]) -> None:
@@ -220,9 +220,9 @@ def test_listen_max_conns_closes_extra_clients(background: type[Background]) -> 
             assert second.recv() == b""  # accepted and closed at once
     server.wait_for_stderr(b"--max-conns 1 reached")
     server.proc.send_signal(signal.SIGINT)
-    out, _, code = server.finish()
+    out, err, code = server.finish()
     assert out == b""
-    assert code == 130
+    assert code == 130, err
 
 
 def test_sigterm_removes_the_socket_file(background: type[Background], sockdir: Path) -> None:
@@ -231,8 +231,8 @@ def test_sigterm_removes_the_socket_file(background: type[Background], sockdir: 
     assert server.wait_listening() == f"unix:{path}"
     assert path.exists()
     server.proc.send_signal(signal.SIGTERM)
-    _, _, code = server.finish()
-    assert code == 143
+    _, err, code = server.finish()
+    assert code == 143, err
     assert not path.exists()
 
 

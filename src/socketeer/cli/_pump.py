@@ -147,8 +147,13 @@ class StreamPump:
                             return
                 self._check_idle()
         finally:
-            for peer in list(self._peers.values()):
-                self._drop(peer)
+            # Close without the selector's bookkeeping: a KeyboardInterrupt may
+            # have landed half-way through an update of it, and a second error
+            # raised here would replace the first (and its exit code).
+            peers, self._peers = list(self._peers.values()), {}
+            for peer in peers:
+                peer.conn.close()
+            self._masks.clear()
             self._selector.close()
 
     def _wait_time(self) -> float | None:
