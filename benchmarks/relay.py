@@ -5,8 +5,10 @@
 A C client (``loadgen send``) writes 256 KiB blocks for S seconds through each
 relay to a C sink that reads and drops (``echo_epoll discard``), both with
 TCP_NODELAY; the relays run with TCP_NODELAY on both sides too. "direct" is
-the client straight to the sink: the limit. Medians of N interleaved rounds,
-as ratios, printed as a Markdown table.
+the client straight to the sink: the limit. "C splice relay" is the ceiling of
+any relay on this machine: a minimal C program that does only what
+socketeer's splice path does (``splice_relay.c``). Medians of N interleaved
+rounds, as ratios, printed as a Markdown table.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +31,7 @@ from run import background, build, loadgen, reserve_port, table
 
 RELAYS = [
     "direct",
+    "C splice relay (ceiling)",
     "socketeer relay (splice)",
     "socketeer relay (buffered)",
     "socat",
@@ -43,11 +47,24 @@ def sink(echo_bin: Path) -> Iterator[int]:
         yield int(proc.stderr.readline().decode().rsplit(":", 1)[1])
 
 
+def build_splice_relay(out: Path) -> Path:
+    cc = shutil.which("gcc") or shutil.which("cc") or "cc"
+    binary = out / "splice_relay"
+    source = Path(__file__).resolve().parent / "splice_relay.c"
+    subprocess.run([cc, "-O2", "-pthread", "-o", str(binary), str(source)], check=True)
+    return binary
+
+
 @contextlib.contextmanager
-def relay(name: str, sink_port: int) -> Iterator[int]:
+def relay(name: str, sink_port: int, splice_bin: Path) -> Iterator[int]:
     """Start relay ``name`` to the sink; yields the port clients connect to."""
     if name == "direct":
         yield sink_port
+        return
+    if name.startswith("C splice"):
+        with background([str(splice_bin), str(sink_port)]) as proc:
+            assert proc.stderr is not None
+            yield int(proc.stderr.readline().decode().rsplit(":", 1)[1])
         return
     if name.startswith("socketeer"):
         listener = socket.create_server(("127.0.0.1", 0))
@@ -107,20 +124,23 @@ def main() -> int:
     rates: dict[str, list[float]] = {name: [] for name in RELAYS}
     with tempfile.TemporaryDirectory() as tmp:
         loadgen_bin, echo_bin = build(Path(tmp))
+        splice_bin = build_splice_relay(Path(tmp))
         for _ in range(args.rounds):
             for name in RELAYS:
-                with sink(echo_bin) as sink_port, relay(name, sink_port) as port:
+                with sink(echo_bin) as sink_port, relay(name, sink_port, splice_bin) as port:
                     rates[name].append(
                         loadgen(loadgen_bin, "send", "127.0.0.1", port, args.seconds)[0]
                     )
     median = {name: statistics.median(values) for name, values in rates.items()}
     direct, socat = median["direct"], median["socat"]
+    ceiling = median["C splice relay (ceiling)"]
     rows = [
         [
             name,
             f"{median[name] / 1e9:.2f} GB/s",
             f"{median[name] / direct:.2f}x",
             f"{median[name] / socat:.2f}x",
+            f"{median[name] / ceiling:.2f}x",
         ]
         for name in RELAYS
     ]
@@ -128,7 +148,7 @@ def main() -> int:
     print(
         table(
             "Bulk throughput through a relay (256 KiB writes, TCP_NODELAY)",
-            ["path", "throughput", "vs direct", "vs socat"],
+            ["path", "throughput", "vs direct", "vs socat", "vs C splice relay"],
             rows,
         )
     )
