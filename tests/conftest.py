@@ -27,6 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI") == "true"
 LISTENING = re.compile(rb"listening on (\S+)")
 
+# A shell without job control starts background commands with SIGINT ignored,
+# and an ignored signal stays ignored across exec: the programs these tests
+# start would then never see the SIGINT the tests send them. A handler (unlike
+# SIG_IGN) is reset to the default on exec, so installing one here gives every
+# child the disposition it would have when started from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def has_ipv6_loopback() -> bool:
     if not socket.has_ipv6:
