@@ -12,6 +12,10 @@ import datetime
 import hashlib
 import os
 import re
+import select
+import signal
+import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -203,6 +207,88 @@ def test_cli_listen(certs: Certs, background: type[Background]) -> None:
         assert server.proc.stdout.readline() == b"from the client\n"
     out, _, code = server.finish()
     assert (out, code) == (b"", 0)
+
+
+def test_cli_listen_keep_open_one_stalled_handshake_holds_up_nobody(
+    certs: Certs, background: type[Background]
+) -> None:
+    server = background(
+        [*SOCKETEER, "listen", "-k", "-v", "--cert", certs.server, "tls://127.0.0.1:0"]
+    )
+    address = server.wait_listening()
+    plain = address.replace("tls://", "tcp://")
+    # One client never says hello, one speaks plain text; neither may stall the
+    # loop for the 10 s handshake timeout: the TLS client's own timeout is 5 s.
+    with socketeer.connect(plain, timeout=10), socketeer.connect(plain) as rude:
+        rude.send(b"GET / HTTP/1.0\r\n\r\n")
+        # Well within the 10 s that a handshake in the loop's way would take.
+        server.wait_for_stderr(b"is the peer speaking TLS?", timeout=5)
+        with socketeer.connect(address, tls=TLSConfig(ca=certs.ca), timeout=5) as client:
+            client.send_line("through")
+            assert server.proc.stdout is not None
+            assert server.proc.stdout.readline() == b"through\n"
+            server.wait_for_stderr(b"connection from", count=1)
+            assert server.proc.stdin is not None
+            server.proc.stdin.write(b"to the verified one\n")
+            server.proc.stdin.flush()
+            assert client.recv_line() == b"to the verified one"
+    server.proc.send_signal(signal.SIGINT)
+    out, err, code = server.finish()
+    assert code == 130, err
+    assert b"Traceback" not in err
+
+
+def test_server_handshake_steps_without_blocking(certs: Certs) -> None:
+    from socketeer.tls import ServerHandshake, server_context
+
+    context = server_context(TLSConfig(cert=certs.server))
+    client_context = ssl.create_default_context(cafile=certs.ca)
+
+    # A client that never speaks: the handshake waits, then expires cleanly.
+    server_sock, silent = socket.socketpair()
+    with silent:
+        handshake = ServerHandshake(server_sock, context, "client silent", timeout=0.5)
+        assert handshake.step() is False
+        assert handshake.wants_write is False
+        error = handshake.expire()
+        assert isinstance(error, socketeer.Timeout)
+        assert "TLS handshake timed out after 0.5s: client silent" in str(error)
+        assert handshake.sock.fileno() == -1  # closed
+
+    # A client that speaks plain text: a TLSError that names the cause.
+    server_sock, rude = socket.socketpair()
+    with rude:
+        handshake = ServerHandshake(server_sock, context, "client rude", timeout=5)
+        rude.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        with pytest.raises(TLSError, match="is the peer speaking TLS"):
+            while not handshake.step():
+                select.select([handshake.sock], [], [], 5)
+        assert handshake.sock.fileno() == -1
+
+    # A real client in a thread: the handshake completes one step at a time.
+    server_sock, client_sock = socket.socketpair()
+    done: list[bytes] = []
+
+    def client() -> None:
+        with client_context.wrap_socket(client_sock, server_hostname="localhost") as tls:
+            tls.sendall(b"hello")
+            done.append(tls.recv(5))
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+    handshake = ServerHandshake(server_sock, context, "client good", timeout=5)
+    steps = 0
+    while not handshake.step():
+        steps += 1
+        want = ([], [handshake.sock]) if handshake.wants_write else ([handshake.sock], [])
+        select.select(*want, [], 5)
+    assert steps >= 1  # it did have to wait for the client
+    with handshake.sock as tls:
+        tls.setblocking(True)
+        assert tls.recv(5) == b"hello"
+        tls.sendall(b"olleh")
+        thread.join(5)
+    assert done == [b"olleh"]
 
 
 def test_cli_self_signed_and_pin(background: type[Background]) -> None:

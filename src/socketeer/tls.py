@@ -112,7 +112,9 @@ def tls_error(exc: ssl.SSLError | OSError, where: str) -> TLSError:
         return TLSError(f"certificate verify failed: {detail}: {where}")
     if isinstance(exc, ssl.SSLError):
         reason = _reason(exc)
-        if "wrong version number" in reason or "record layer failure" in reason:
+        if any(
+            s in reason for s in ("wrong version number", "record layer failure", "http request")
+        ):
             reason += " (is the peer speaking TLS?)"
         return TLSError(f"TLS handshake failed: {reason}: {where}")
     return TLSError(f"TLS handshake failed: {exc.strerror or exc}: {where}")
@@ -205,6 +207,59 @@ def wrap_server(
         (wrapped or sock).close()
         raise tls_error(exc, where) from exc
     return wrapped
+
+
+class ServerHandshake:
+    """A server handshake on a non-blocking socket, advanced whenever the socket is ready.
+
+    ``wrap_server`` blocks until the handshake is done, which is right for a
+    thread or a child per connection. A loop that serves many clients in one
+    thread (``listen -k``) must not stall every client on one that never sends
+    its ClientHello, so it registers ``sock``, calls ``step()`` on each event
+    and waits for what ``wants_write`` says, until ``deadline`` (monotonic).
+    """
+
+    def __init__(self, sock: object, context: ssl.SSLContext, where: str, timeout: float) -> None:
+        import socket as _socket
+        import time
+
+        assert isinstance(sock, _socket.socket)
+        sock.setblocking(False)
+        try:
+            self.sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise tls_error(exc, where) from exc
+        self.where = where
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.wants_write = False
+
+    def step(self) -> bool:
+        """Advance the handshake; True once it is done.
+
+        Raises:
+            TLSError: the client's handshake failed (the socket is closed then).
+        """
+        try:
+            self.sock.do_handshake()
+        except ssl.SSLWantReadError:
+            self.wants_write = False
+            return False
+        except ssl.SSLWantWriteError:
+            self.wants_write = True
+            return False
+        except (ssl.SSLError, OSError) as exc:
+            self.sock.close()
+            raise tls_error(exc, self.where) from exc
+        return True
+
+    def expire(self) -> Exception:
+        """Close the socket; returns the ``Timeout`` to report."""
+        from .errors import Timeout
+
+        self.sock.close()
+        return Timeout(f"TLS handshake timed out after {self.timeout:g}s: {self.where}")
 
 
 def self_signed(

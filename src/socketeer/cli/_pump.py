@@ -7,7 +7,10 @@ One ``selectors`` loop serves ``connect``, ``listen`` and ``listen -k``:
 - sockets are non-blocking and written as they drain, so both directions move
   at once and neither side can deadlock the other by not reading;
 - stdin EOF becomes ``shutdown(SHUT_WR)`` once the queued bytes are out, and
-  the loop keeps reading until the peer closes (SPEC §5 half-close).
+  the loop keeps reading until the peer closes (SPEC §5 half-close);
+- with ``-k`` on a TLS listener, each client's handshake is driven by the same
+  loop (``tls.ServerHandshake``), so a client that never finishes its
+  handshake holds up nobody else.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import selectors
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from .._sockio import translate_errors
 from ..connection import Connection
@@ -24,6 +28,9 @@ from ..hexdump import HexDumper
 from ..listener import Listener
 from ._report import Reporter
 from ._stdio import READ_SIZE, read_stdin, to_crlf, write_stdout
+
+if TYPE_CHECKING:
+    from ..tls import ServerHandshake
 
 HIGH_WATER = 1 << 20
 
@@ -44,6 +51,7 @@ def _WOULD_BLOCK() -> tuple[type[BaseException], ...]:
 
 _STDIN = "stdin"
 _LISTENER = "listener"
+_HANDSHAKE = "handshake"
 
 
 class _Peer:
@@ -81,6 +89,7 @@ class StreamPump:
         self._masks: dict[int, int] = {}
         self._listener: Listener | None = None
         self._max_conns: int | None = None
+        self._handshakes: dict[int, ServerHandshake] = {}  # TLS clients not yet peers
 
     # -- registration -----------------------------------------------------------
 
@@ -105,6 +114,9 @@ class StreamPump:
         for fd, peer in self._peers.items():
             mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.outbuf else 0)
             self._watch(fd, mask, peer)
+        for fd, handshake in self._handshakes.items():
+            mask = selectors.EVENT_WRITE if handshake.wants_write else selectors.EVENT_READ
+            self._watch(fd, mask, _HANDSHAKE)
 
     def add(self, conn: Connection) -> None:
         conn.socket.setblocking(False)
@@ -141,6 +153,8 @@ class StreamPump:
                         self._on_stdin()
                     elif key.data is _LISTENER:
                         self._on_accept()
+                    elif key.data is _HANDSHAKE and key.fd in self._handshakes:
+                        self._on_handshake(key.fd)
                     elif key.fd in self._peers:  # skip a peer dropped earlier in this batch
                         alive = self._on_peer(self._peers[key.fd], mask)
                         if not alive and listener is None:
@@ -153,18 +167,29 @@ class StreamPump:
             peers, self._peers = list(self._peers.values()), {}
             for peer in peers:
                 peer.conn.close()
+            handshakes, self._handshakes = list(self._handshakes.values()), {}
+            for handshake in handshakes:
+                handshake.sock.close()
             self._masks.clear()
             self._selector.close()
 
     def _wait_time(self) -> float | None:
-        if self._idle_timeout is None:
+        deadlines = [h.deadline for h in self._handshakes.values()]
+        if self._idle_timeout is not None:
+            deadlines.append(self._last_traffic + self._idle_timeout)
+        if not deadlines:
             return None
-        return max(0.0, self._last_traffic + self._idle_timeout - time.monotonic())
+        return max(0.0, min(deadlines) - time.monotonic())
 
     def _check_idle(self) -> None:
+        now = time.monotonic()
+        for fd, handshake in list(self._handshakes.items()):
+            if now >= handshake.deadline:
+                self._drop_handshake(fd)
+                self._report.warn(str(handshake.expire()))
         if self._idle_timeout is None:
             return
-        if time.monotonic() - self._last_traffic >= self._idle_timeout:
+        if now - self._last_traffic >= self._idle_timeout:
             raise Timeout(f"idle timeout: no traffic for {self._idle_timeout:g}s")
 
     def _traffic(self) -> None:
@@ -206,19 +231,58 @@ class StreamPump:
 
     def _on_accept(self) -> None:
         assert self._listener is not None
+        context = self._listener.tls_context
         try:
-            conn = self._listener.accept(timeout=0)
+            conn = self._listener.accept(timeout=0, handshake=False)
         except (Timeout, SocketeerError) as exc:
             if not isinstance(exc, Timeout):
                 self._report.warn(f"accept: {exc}")
             return
-        if self._max_conns is not None and len(self._peers) >= self._max_conns:
+        client = f"{conn.peer or 'local client'}"
+        if self._max_conns is not None and self._open_count() >= self._max_conns:
             self._report.warn(
-                f"connection from {conn.peer or 'local client'} closed: "
-                f"--max-conns {self._max_conns} reached"
+                f"connection from {client} closed: --max-conns {self._max_conns} reached"
             )
             conn.close()
             return
+        if context is None:
+            self._report.info(f"connection from {client}")
+            self.add(conn)
+            return
+        from ..tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerHandshake
+
+        sock, _ = conn.detach()
+        try:
+            handshake = ServerHandshake(
+                sock, context, f"client {client}", DEFAULT_HANDSHAKE_TIMEOUT
+            )
+        except SocketeerError as exc:
+            self._report.warn(str(exc))
+            return
+        self._handshakes[handshake.sock.fileno()] = handshake
+        self._on_handshake(handshake.sock.fileno())  # a ClientHello may be waiting already
+
+    def _open_count(self) -> int:
+        return len(self._peers) + len(self._handshakes)
+
+    def _drop_handshake(self, fd: int) -> None:
+        self._watch(fd, 0, None)
+        del self._handshakes[fd]
+
+    def _on_handshake(self, fd: int) -> None:
+        """The socket of a TLS client in its handshake is ready: take the next step."""
+        assert self._listener is not None
+        handshake = self._handshakes[fd]
+        try:
+            done = handshake.step()
+        except SocketeerError as exc:
+            self._drop_handshake(fd)  # step() closed the socket
+            self._report.warn(str(exc))
+            return
+        if not done:
+            return
+        self._drop_handshake(fd)
+        conn = Connection(handshake.sock, address=self._listener.address)
         self._report.info(f"connection from {conn.peer or 'local client'}")
         self.add(conn)
 
