@@ -182,3 +182,24 @@ def test_near_misses_raise_only_address_error(text: str) -> None:
     except AddressError:
         return
     assert Address.parse(str(address)) == address
+
+
+_OCTETS = st.one_of(
+    st.integers(0, 300).map(str),
+    st.integers(0, 99).map(lambda n: f"0{n}"),  # leading zeros: not an IPv4 literal
+)
+
+
+@given(st.lists(_OCTETS, min_size=3, max_size=5).map(".".join))
+def test_ipv4_literals_are_what_ipaddress_says(text: str) -> None:
+    """The fast IPv4 check on every accepted connection agrees with ipaddress."""
+    import ipaddress
+
+    from socketeer.address import _IPV4
+
+    try:
+        ipaddress.IPv4Address(text)
+        expected = True
+    except ValueError:
+        expected = False
+    assert bool(_IPV4.fullmatch(text)) is expected

@@ -16,8 +16,7 @@ import stat
 import struct
 import sys
 import tempfile
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from ._deadline import Deadline
 from .address import Address
@@ -81,25 +80,36 @@ def error_for(exc: OSError, op: str, where: str, timeout: float | None) -> Socke
     return error
 
 
-@contextlib.contextmanager
-def translate_errors(
-    op: str, where: Address | str | None, timeout: float | None = None
-) -> Iterator[None]:
+class translate_errors:  # lower case: used like contextlib.suppress
     """Re-raise any ``OSError`` from the block as the matching socketeer error.
 
-    The original is chained as ``__cause__`` so ``--debug`` shows it.
+    The original is chained as ``__cause__`` so ``--debug`` shows it. A class
+    rather than ``@contextmanager``: it wraps every send and recv, and a
+    generator per call shows there.
     """
-    try:
-        yield
-    except Timeout as exc:
-        # A Deadline ran out between system calls: add what and where.
-        if timeout is None:
-            raise
-        raise error_for(TimeoutError(), op, str(where), timeout) from exc
-    except SocketeerError:
-        raise
-    except OSError as exc:
-        raise error_for(exc, op, str(where) if where is not None else "socket", timeout) from exc
+
+    __slots__ = ("op", "timeout", "where")
+
+    def __init__(self, op: str, where: Address | str | None, timeout: float | None = None) -> None:
+        self.op = op
+        self.where = where
+        self.timeout = timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> Literal[False]:
+        if exc is None:
+            return False
+        if isinstance(exc, Timeout):
+            # A Deadline ran out between system calls: add what and where.
+            if self.timeout is None:
+                return False
+            raise error_for(TimeoutError(), self.op, str(self.where), self.timeout) from exc
+        if isinstance(exc, SocketeerError) or not isinstance(exc, OSError):
+            return False
+        where = str(self.where) if self.where is not None else "socket"
+        raise error_for(exc, self.op, where, self.timeout) from exc
 
 
 # -- socket addresses ---------------------------------------------------------
@@ -171,6 +181,10 @@ def address_of(sockaddr: Any, family: int, like: Address) -> Address | None:
         if not sockaddr:
             return None
         return Address(scheme, path=sockaddr)
+    if family == socket.AF_INET and like.scheme in ("tcp", "tcp4", "tls", "udp", "udp4"):
+        # The common case, once per accepted client: the kernel's dotted quad
+        # is canonical already, so skip ipaddress.
+        return Address(like.scheme, host=sockaddr[0], port=sockaddr[1])
     if family in (socket.AF_INET, socket.AF_INET6):
         host, port = sockaddr[0], sockaddr[1]
         ip = ipaddress.ip_address(host.split("%", 1)[0])
@@ -193,9 +207,20 @@ def scheme_for(sock: socket.socket) -> Address:
     return Address(scheme, host="", port=0)
 
 
+def _family_of(sockaddr: Any) -> int:
+    """The family a sockaddr from the socket module belongs to, read off its shape.
+
+    Cheaper than ``sock.family`` (an enum built per call), once per accepted client.
+    """
+    if isinstance(sockaddr, tuple):
+        return socket.AF_INET if len(sockaddr) == 2 else socket.AF_INET6
+    return socket.AF_UNIX
+
+
 def local_address(sock: socket.socket, like: Address) -> Address | None:
     with translate_errors("getsockname", like):
-        return address_of(sock.getsockname(), sock.family, like)
+        name = sock.getsockname()
+    return address_of(name, _family_of(name), like)
 
 
 def peer_address(sock: socket.socket, like: Address) -> Address | None:
@@ -203,7 +228,7 @@ def peer_address(sock: socket.socket, like: Address) -> Address | None:
         peer = sock.getpeername()
     except OSError:
         return None  # not connected (a datagram socket, or the peer is gone)
-    return address_of(peer, sock.family, like)
+    return address_of(peer, _family_of(peer), like)
 
 
 # -- creating sockets -----------------------------------------------------------
@@ -211,9 +236,10 @@ def peer_address(sock: socket.socket, like: Address) -> Address | None:
 
 def set_nodelay(sock: socket.socket) -> None:
     """Small writes go out at once: socketeer is interactive as often as it is bulk."""
-    if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.type == socket.SOCK_STREAM:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # Not sock.family / sock.type: those properties build enum members, which
+    # shows once per accepted client.
+    with contextlib.suppress(OSError):  # a Unix socket: no Nagle to turn off
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def connected_socket(

@@ -42,6 +42,10 @@ _HOSTNAME = re.compile(
     r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?", re.ASCII
 )
 _PORT = re.compile(r"[0-9]{1,5}", re.ASCII)
+# Exactly what ipaddress.IPv4Address accepts (no leading zeros), several times
+# faster: every accepted connection builds two addresses.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}", re.ASCII)
 _FD = re.compile(r"[0-9]{1,9}", re.ASCII)
 
 
@@ -188,11 +192,7 @@ def _host_reason(scheme: str, host: object) -> str | None:
         if str(ip6) != host:
             return f"IPv6 address not in canonical form: {host!r} (write {ip6})"
         return None
-    try:
-        ip4 = ipaddress.IPv4Address(host)
-    except ValueError:
-        ip4 = None
-    if ip4 is not None:
+    if _IPV4.fullmatch(host):
         if scheme.endswith("6"):
             return f"{scheme} needs an IPv6 address or a name, not {host!r}"
         return None

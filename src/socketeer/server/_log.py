@@ -30,6 +30,8 @@ def closed(
     bytes_out: int | None,
     error: BaseException | None = None,
 ) -> None:
+    if not log.isEnabledFor(logging.INFO):
+        return  # -q, or a library user's logging: skip building the line per client
     duration = time.monotonic() - started
     shown_in = "?" if bytes_in is None else str(bytes_in)
     shown_out = "?" if bytes_out is None else str(bytes_out)
