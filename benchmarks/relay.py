@@ -20,14 +20,13 @@ import re
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from run import background, build, loadgen, reserve_port, table
+from run import announced_port, background, build, compile_c, loadgen, reserve_port, table
 
 RELAYS = [
     "direct",
@@ -43,16 +42,7 @@ RELAYS = [
 @contextlib.contextmanager
 def sink(echo_bin: Path) -> Iterator[int]:
     with background([str(echo_bin), "discard"]) as proc:
-        assert proc.stderr is not None
-        yield int(proc.stderr.readline().decode().rsplit(":", 1)[1])
-
-
-def build_splice_relay(out: Path) -> Path:
-    cc = shutil.which("gcc") or shutil.which("cc") or "cc"
-    binary = out / "splice_relay"
-    source = Path(__file__).resolve().parent / "splice_relay.c"
-    subprocess.run([cc, "-O2", "-pthread", "-o", str(binary), str(source)], check=True)
-    return binary
+        yield announced_port(proc, "sink")
 
 
 @contextlib.contextmanager
@@ -63,8 +53,7 @@ def relay(name: str, sink_port: int, splice_bin: Path) -> Iterator[int]:
         return
     if name.startswith("C splice"):
         with background([str(splice_bin), str(sink_port)]) as proc:
-            assert proc.stderr is not None
-            yield int(proc.stderr.readline().decode().rsplit(":", 1)[1])
+            yield announced_port(proc, name)
         return
     if name.startswith("socketeer"):
         listener = socket.create_server(("127.0.0.1", 0))
@@ -124,7 +113,7 @@ def main() -> int:
     rates: dict[str, list[float]] = {name: [] for name in RELAYS}
     with tempfile.TemporaryDirectory() as tmp:
         loadgen_bin, echo_bin = build(Path(tmp))
-        splice_bin = build_splice_relay(Path(tmp))
+        splice_bin = compile_c("splice_relay", Path(tmp), "-pthread")
         for _ in range(args.rounds):
             for name in RELAYS:
                 with sink(echo_bin) as sink_port, relay(name, sink_port, splice_bin) as port:

@@ -34,14 +34,27 @@ ROOT = HERE.parent
 REFERENCE = "uvloop BufferedProtocol"
 
 
-def build(out: Path) -> tuple[Path, Path]:
+def compile_c(name: str, out: Path, *flags: str) -> Path:
+    """Build benchmarks/NAME.c into OUT/NAME."""
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
         sys.exit("benchmarks need a C compiler (gcc) for the load generator")
-    loadgen, echo = out / "loadgen", out / "echo_epoll"
-    subprocess.run([cc, "-O2", "-o", str(loadgen), str(HERE / "loadgen.c")], check=True)
-    subprocess.run([cc, "-O2", "-o", str(echo), str(HERE / "echo_epoll.c")], check=True)
-    return loadgen, echo
+    binary = out / name
+    subprocess.run([cc, "-O2", *flags, "-o", str(binary), str(HERE / f"{name}.c")], check=True)
+    return binary
+
+
+def build(out: Path) -> tuple[Path, Path]:
+    return compile_c("loadgen", out), compile_c("echo_epoll", out)
+
+
+def announced_port(proc: subprocess.Popen[bytes], name: str) -> int:
+    """The port in a server's first stderr line, ``listening on tcp://127.0.0.1:PORT``."""
+    assert proc.stderr is not None
+    line = proc.stderr.readline().decode()
+    if "listening on" not in line:
+        raise RuntimeError(f"{name} did not start: {line}")
+    return int(line.rsplit(":", 1)[1])
 
 
 def python_env() -> dict[str, str]:
@@ -112,11 +125,7 @@ def running(name: str, echo_binary: Path) -> Iterator[tuple[int, int]]:
             port = listener.getsockname()[1]
             listener.close()
         else:
-            assert proc.stderr is not None
-            line = proc.stderr.readline().decode()
-            if "listening on" not in line:
-                raise RuntimeError(f"{name} did not start: {line}")
-            port = int(line.rsplit(":", 1)[1])
+            port = announced_port(proc, name)
         time.sleep(0.3)  # let imports settle before measuring memory or speed
         yield proc.pid, port
 

@@ -280,7 +280,7 @@ def test_ipv4_mapped_peers_are_shown_as_ipv4() -> None:
     from socketeer._sockio import address_of
 
     like = Address("tcp", port=0)
-    mapped = address_of(("::ffff:127.0.0.1", 443, 0, 0), socket.AF_INET6, like)
+    mapped = address_of(("::ffff:127.0.0.1", 443, 0, 0), like)
     assert mapped == Address.parse("tcp://127.0.0.1:443")
-    plain6 = address_of(("::1", 443, 0, 0), socket.AF_INET6, Address("tcp4", port=0))
+    plain6 = address_of(("::1", 443, 0, 0), Address("tcp4", port=0))
     assert plain6 == Address.parse("tcp://[::1]:443")  # tcp4 cannot hold it: scheme widened

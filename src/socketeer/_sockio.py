@@ -164,12 +164,19 @@ def resolve(address: Address, *, passive: bool) -> list[Target]:
     return [Target(f, t, p, sa) for f, t, p, _name, sa in rows]
 
 
-def address_of(sockaddr: Any, family: int, like: Address) -> Address | None:
+def address_of(sockaddr: Any, like: Address) -> Address | None:
     """The ``Address`` for a sockaddr the kernel returned (None for an unnamed Unix socket).
 
     ``like`` supplies the scheme; an IPv4-mapped IPv6 peer of a dual-stack
-    listener is shown as the IPv4 address it is.
+    listener is shown as the IPv4 address it is. The family is read off the
+    sockaddr's shape (a str/bytes path, a 2-tuple or a 4-tuple), which is
+    cheaper than ``sock.family`` (an enum member built per call) on paths that
+    run per client or per datagram.
     """
+    if isinstance(sockaddr, tuple):
+        family = socket.AF_INET if len(sockaddr) == 2 else socket.AF_INET6
+    else:
+        family = socket.AF_UNIX
     if family == socket.AF_UNIX:
         scheme = like.scheme if like.is_unix else "unix"
         if isinstance(sockaddr, bytes):
@@ -207,20 +214,10 @@ def scheme_for(sock: socket.socket) -> Address:
     return Address(scheme, host="", port=0)
 
 
-def _family_of(sockaddr: Any) -> int:
-    """The family a sockaddr from the socket module belongs to, read off its shape.
-
-    Cheaper than ``sock.family`` (an enum built per call), once per accepted client.
-    """
-    if isinstance(sockaddr, tuple):
-        return socket.AF_INET if len(sockaddr) == 2 else socket.AF_INET6
-    return socket.AF_UNIX
-
-
 def local_address(sock: socket.socket, like: Address) -> Address | None:
     with translate_errors("getsockname", like):
         name = sock.getsockname()
-    return address_of(name, _family_of(name), like)
+    return address_of(name, like)
 
 
 def peer_address(sock: socket.socket, like: Address) -> Address | None:
@@ -228,7 +225,7 @@ def peer_address(sock: socket.socket, like: Address) -> Address | None:
         peer = sock.getpeername()
     except OSError:
         return None  # not connected (a datagram socket, or the peer is gone)
-    return address_of(peer, _family_of(peer), like)
+    return address_of(peer, like)
 
 
 # -- creating sockets -----------------------------------------------------------

@@ -47,7 +47,7 @@ class AccessList:
         return bool(self.allow or self.deny)
 
     def permits(self, peer: Address | None) -> bool:
-        if not (self.allow or self.deny) or peer is None or not peer.is_inet:
+        if not self or peer is None or not peer.is_inet:
             return True  # no rules (the common case: no parsing per client), or no IP
         try:
             ip = ipaddress.ip_address(peer.host.split("%", 1)[0])

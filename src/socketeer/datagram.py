@@ -153,4 +153,4 @@ class DatagramEndpoint(SocketResource):
         if size > MAX_DATAGRAM:
             raise FrameTooLarge(f"datagram of {size} bytes is larger than {MAX_DATAGRAM}")
         data = bytes(memoryview(self._buffer)[:size])
-        return data, address_of(sender, self._sock.family, self._like) if sender else None
+        return data, address_of(sender, self._like) if sender else None

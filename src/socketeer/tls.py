@@ -14,7 +14,7 @@ import hashlib
 import ssl
 from dataclasses import dataclass, field
 
-from .errors import TLSError, UsageError
+from .errors import Timeout, TLSError, UsageError
 
 __all__ = ["TLSConfig", "client_context", "fingerprint", "server_context"]
 
@@ -148,7 +148,6 @@ def wrap_client(
     import socket as _socket
 
     from .address import Address
-    from .errors import Timeout
 
     assert isinstance(sock, _socket.socket) and isinstance(target, Address)
     context, config = setup
@@ -191,8 +190,6 @@ def wrap_server(
     """
     import socket as _socket
 
-    from .errors import Timeout
-
     assert isinstance(sock, _socket.socket)
     wrapped: ssl.SSLSocket | None = None
     try:
@@ -219,7 +216,13 @@ class ServerHandshake:
     and waits for what ``wants_write`` says, until ``deadline`` (monotonic).
     """
 
-    def __init__(self, sock: object, context: ssl.SSLContext, where: str, timeout: float) -> None:
+    def __init__(
+        self,
+        sock: object,
+        context: ssl.SSLContext,
+        where: str,
+        timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
         import socket as _socket
         import time
 
@@ -254,10 +257,8 @@ class ServerHandshake:
             raise tls_error(exc, self.where) from exc
         return True
 
-    def expire(self) -> Exception:
+    def expire(self) -> Timeout:
         """Close the socket; returns the ``Timeout`` to report."""
-        from .errors import Timeout
-
         self.sock.close()
         return Timeout(f"TLS handshake timed out after {self.timeout:g}s: {self.where}")
 

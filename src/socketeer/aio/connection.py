@@ -197,11 +197,10 @@ class Connection(AsyncResource):
         self.bytes_sent = 0
         sock = transport.get_extra_info("socket")
         like = address or (scheme_for(sock) if sock is not None else Address("tcp", port=0))
-        family = sock.family if sock is not None else socket.AF_INET
         local = transport.get_extra_info("sockname")
         peer = transport.get_extra_info("peername")
-        self.local = address_of(local, family, like) if local else None
-        self.peer = address_of(peer, family, like) if peer else None
+        self.local = address_of(local, like) if local else None
+        self.peer = address_of(peer, like) if peer else None
         self._name = str(self.peer or address or self.local or "connection")
 
     @classmethod

@@ -137,7 +137,7 @@ class DatagramEndpoint(AsyncResource):
             with translate_errors("recv", where, limit):
                 await _wait(self._protocol.waiter, deadline)
         data, sender = self._protocol.queue.popleft()
-        return data, address_of(sender, self._sock.family, self._like) if sender else None
+        return data, address_of(sender, self._like) if sender else None
 
     def _release(self) -> None:
         self._transport.close()

@@ -170,26 +170,25 @@ class StreamPump:
             handshakes, self._handshakes = list(self._handshakes.values()), {}
             for handshake in handshakes:
                 handshake.sock.close()
-            self._masks.clear()
             self._selector.close()
 
     def _wait_time(self) -> float | None:
-        deadlines = [h.deadline for h in self._handshakes.values()]
-        if self._idle_timeout is not None:
-            deadlines.append(self._last_traffic + self._idle_timeout)
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
+        deadline = None if self._idle_timeout is None else self._last_traffic + self._idle_timeout
+        if self._handshakes:
+            first = min(h.deadline for h in self._handshakes.values())
+            deadline = first if deadline is None else min(deadline, first)
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
 
     def _check_idle(self) -> None:
-        now = time.monotonic()
-        for fd, handshake in list(self._handshakes.items()):
-            if now >= handshake.deadline:
-                self._drop_handshake(fd)
-                self._report.warn(str(handshake.expire()))
+        if self._handshakes:
+            now = time.monotonic()
+            for fd, handshake in list(self._handshakes.items()):
+                if now >= handshake.deadline:
+                    self._drop_handshake(fd)
+                    self._report.warn(str(handshake.expire()))
         if self._idle_timeout is None:
             return
-        if now - self._last_traffic >= self._idle_timeout:
+        if time.monotonic() - self._last_traffic >= self._idle_timeout:
             raise Timeout(f"idle timeout: no traffic for {self._idle_timeout:g}s")
 
     def _traffic(self) -> None:
@@ -238,7 +237,7 @@ class StreamPump:
             if not isinstance(exc, Timeout):
                 self._report.warn(f"accept: {exc}")
             return
-        client = f"{conn.peer or 'local client'}"
+        client = str(conn.peer or "local client")
         if self._max_conns is not None and self._open_count() >= self._max_conns:
             self._report.warn(
                 f"connection from {client} closed: --max-conns {self._max_conns} reached"
@@ -249,13 +248,11 @@ class StreamPump:
             self._report.info(f"connection from {client}")
             self.add(conn)
             return
-        from ..tls import DEFAULT_HANDSHAKE_TIMEOUT, ServerHandshake
+        from ..tls import ServerHandshake
 
         sock, _ = conn.detach()
         try:
-            handshake = ServerHandshake(
-                sock, context, f"client {client}", DEFAULT_HANDSHAKE_TIMEOUT
-            )
+            handshake = ServerHandshake(sock, context, f"client {client}")
         except SocketeerError as exc:
             self._report.warn(str(exc))
             return

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
@@ -29,13 +28,7 @@ if TYPE_CHECKING:
 
 def _peer_address(peername: Any, like: Any) -> Any:
     """The ``Address`` of a transport's peername (made only when someone asks)."""
-    if not peername:
-        return None
-    if isinstance(peername, (str, bytes)):
-        family = socket.AF_UNIX
-    else:
-        family = socket.AF_INET6 if len(peername) == 4 else socket.AF_INET
-    return address_of(peername, family, like)
+    return address_of(peername, like) if peername else None
 
 
 class _Tracked:
@@ -178,7 +171,7 @@ class AsyncRunner:
                     _log.log.error("accept: %s; retrying in %.1fs", exc.strerror, BACKOFF)
                     await asyncio.sleep(BACKOFF)
                 continue
-            peer = address_of(peername, sock.family, self.server.address) if peername else None
+            peer = address_of(peername, self.server.address) if peername else None
             if not self.server.admit(peer, len(self.active)):
                 sock.close()
                 continue
