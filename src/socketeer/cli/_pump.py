@@ -1,13 +1,27 @@
 """Copy stdin to stream sockets and stream sockets to stdout, in one thread.
 
-One ``selectors`` loop serves ``connect``, ``listen`` and ``listen -k``:
+One ``selectors`` loop serves ``connect``, ``listen`` and ``listen -k``; the
+flow control (outboxes, high-water mark, half-close after the drain, TLS
+records, would-block) is ``_flow``'s, shared with the relay:
 
-- stdin is read only while every socket has room (at most ``HIGH_WATER``
+- stdin is read only while every socket has room (below ``HIGH_WATER``
   bytes queued), so a slow peer slows the reader instead of filling memory;
 - sockets are non-blocking and written as they drain, so both directions move
   at once and neither side can deadlock the other by not reading;
 - stdin EOF becomes ``shutdown(SHUT_WR)`` once the queued bytes are out, and
   the loop keeps reading until the peer closes (SPEC §5 half-close);
+- a half-close is not a close: the peer's EOF ends only what it sends, and
+  stdin keeps going to it until stdin ends. The session is over when both
+  directions are: the peer's EOF received, and stdin's end passed on (outbox
+  drained, ``SHUT_WR`` sent; with ``--no-shutdown``, outbox drained). A peer
+  that resets before that is an error naming how much of stdin it missed;
+- except at a terminal: when stdin is a tty, the peer's EOF ends the session
+  at once, as ``nc`` does, so a person need not press Ctrl-D after the server
+  hung up (nothing is lost: what was not typed yet was never sent);
+- with ``-k`` a client that half-closes stays as a write-only peer until
+  stdin ends and its outbox is out; a client that fails is dropped with a
+  warning, and the listener keeps serving. Clients ``--allow``/``--deny``
+  refuse are closed at once;
 - with ``-k`` on a TLS listener, each client's handshake is driven by the same
   loop (``tls.ServerHandshake``), so a client that never finishes its
   handshake holds up nobody else.
@@ -15,39 +29,24 @@ One ``selectors`` loop serves ``connect``, ``listen`` and ``listen -k``:
 
 from __future__ import annotations
 
-import contextlib
+import os
 import selectors
-import socket
+import stat
 import time
 from typing import TYPE_CHECKING
 
+from .._flow import Outlet, receive_ready
 from .._sockio import translate_errors
 from ..connection import Connection
-from ..errors import SocketeerError, Timeout
+from ..errors import NetworkError, SocketeerError, Timeout
 from ..hexdump import HexDumper
 from ..listener import Listener
 from ._report import Reporter
 from ._stdio import READ_SIZE, read_stdin, to_crlf, write_stdout
 
 if TYPE_CHECKING:
+    from ..access import AccessList
     from ..tls import ServerHandshake
-
-HIGH_WATER = 1 << 20
-
-
-def _none() -> int:
-    return 0
-
-
-def _WOULD_BLOCK() -> tuple[type[BaseException], ...]:
-    """BlockingIOError, and TLS's want-read/want-write when ssl is in use at all."""
-    import sys
-
-    ssl = sys.modules.get("ssl")
-    if ssl is None:
-        return (BlockingIOError,)
-    return (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
 
 _STDIN = "stdin"
 _LISTENER = "listener"
@@ -55,14 +54,26 @@ _HANDSHAKE = "handshake"
 
 
 class _Peer:
-    __slots__ = ("conn", "name", "outbuf", "shutdown_pending", "sock")
+    __slots__ = ("conn", "name", "outlet", "reading", "sent", "sock")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.sock = conn.socket
         self.name = str(conn.peer or conn.local)
-        self.outbuf = bytearray()
-        self.shutdown_pending = False
+        self.outlet = Outlet(conn.socket)
+        self.reading = True  # until the peer's EOF
+        self.sent = 0  # bytes of stdin the socket took
+
+
+def _stdin_left() -> int | None:
+    """Bytes of stdin not read yet, when stdin is a regular file (else unknown)."""
+    try:
+        info = os.fstat(0)
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        return max(0, info.st_size - os.lseek(0, 0, os.SEEK_CUR))
+    except OSError:
+        return None
 
 
 class StreamPump:
@@ -86,9 +97,11 @@ class StreamPump:
         self._selector = selectors.PollSelector()
         self._peers: dict[int, _Peer] = {}
         self._stdin_open = True
+        self._interactive = os.isatty(0)
         self._masks: dict[int, int] = {}
         self._listener: Listener | None = None
         self._max_conns: int | None = None
+        self._access: AccessList | None = None
         self._handshakes: dict[int, ServerHandshake] = {}  # TLS clients not yet peers
 
     # -- registration -----------------------------------------------------------
@@ -108,11 +121,13 @@ class StreamPump:
             self._masks[fd] = mask
 
     def _update_interest(self) -> None:
-        room = all(len(p.outbuf) < HIGH_WATER for p in self._peers.values())
+        room = all(p.outlet.has_room for p in self._peers.values())
         wants_stdin = self._stdin_open and room and (bool(self._peers) or self._listener is None)
         self._watch(0, selectors.EVENT_READ if wants_stdin else 0, _STDIN)
         for fd, peer in self._peers.items():
-            mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.outbuf else 0)
+            mask = selectors.EVENT_READ if peer.reading else 0
+            if peer.outlet.pending:
+                mask |= selectors.EVENT_WRITE
             self._watch(fd, mask, peer)
         for fd, handshake in self._handshakes.items():
             mask = selectors.EVENT_WRITE if handshake.wants_write else selectors.EVENT_READ
@@ -123,7 +138,7 @@ class StreamPump:
         peer = _Peer(conn)
         self._peers[conn.fileno()] = peer
         if not self._stdin_open:
-            self._finish_writing(peer)
+            peer.outlet.finish(half_close=self._half_close)
 
     def _drop(self, peer: _Peer) -> None:
         fd = peer.sock.fileno()
@@ -131,10 +146,23 @@ class StreamPump:
         self._peers.pop(fd, None)
         peer.conn.close()
 
+    def _settle(self, peer: _Peer) -> None:
+        """Drop the peer once both of its directions are done."""
+        if not peer.reading and peer.outlet.done:
+            self._report.debug(f"{peer.name}: both directions done")
+            self._drop(peer)
+
     # -- the loop -----------------------------------------------------------------
 
-    def run(self, listener: Listener | None = None, max_conns: int | None = None) -> None:
-        """Copy until the peer closes, or with a listener (``-k``) until interrupted.
+    def run(
+        self,
+        listener: Listener | None = None,
+        max_conns: int | None = None,
+        access: AccessList | None = None,
+    ) -> None:
+        """Copy until the peer is done, or with a listener (``-k``) until interrupted.
+
+        ``access`` (``--allow``/``--deny``) closes the clients it does not permit.
 
         Raises:
             Timeout: ``idle_timeout`` passed without traffic.
@@ -142,6 +170,7 @@ class StreamPump:
         """
         self._listener = listener
         self._max_conns = max_conns
+        self._access = access
         if listener is not None:
             listener.socket.setblocking(False)
             self._watch(listener.fileno(), selectors.EVENT_READ, _LISTENER)
@@ -156,9 +185,9 @@ class StreamPump:
                     elif key.data is _HANDSHAKE and key.fd in self._handshakes:
                         self._on_handshake(key.fd)
                     elif key.fd in self._peers:  # skip a peer dropped earlier in this batch
-                        alive = self._on_peer(self._peers[key.fd], mask)
-                        if not alive and listener is None:
-                            return
+                        self._on_peer(self._peers[key.fd], mask)
+                    if listener is None and not self._peers:
+                        return
                 self._check_idle()
         finally:
             # Close without the selector's bookkeeping: a KeyboardInterrupt may
@@ -201,32 +230,16 @@ class StreamPump:
         if not data:
             self._stdin_open = False
             self._report.debug("stdin closed")
-            for peer in self._peers.values():
-                self._finish_writing(peer)
+            for peer in list(self._peers.values()):
+                peer.outlet.finish(half_close=self._half_close)
+                self._settle(peer)
             return
         self._traffic()
         if self._crlf:
             data, self._after_cr = to_crlf(data, self._after_cr)
         self._report.dump(data, HexDumper.SENT)
         for peer in self._peers.values():
-            peer.outbuf += data
-
-    def _finish_writing(self, peer: _Peer) -> None:
-        """stdin is done: half-close once everything queued for this peer is out."""
-        if not self._half_close:
-            return
-        if peer.outbuf:
-            peer.shutdown_pending = True
-        else:
-            self._shutdown(peer)
-
-    def _shutdown(self, peer: _Peer) -> None:
-        peer.shutdown_pending = False
-        if peer.conn.is_tls:
-            return  # no TLS half-close (see Connection.shutdown_write): wait for the peer
-        # If the peer is gone already, its reader will say how.
-        with contextlib.suppress(OSError):
-            peer.sock.shutdown(socket.SHUT_WR)
+            peer.outlet.queue(data)
 
     def _on_accept(self) -> None:
         assert self._listener is not None
@@ -238,6 +251,10 @@ class StreamPump:
                 self._report.warn(f"accept: {exc}")
             return
         client = str(conn.peer or "local client")
+        if self._access is not None and not self._access.permits(conn.peer):
+            self._report.warn(f"connection from {client} closed: denied by --allow/--deny")
+            conn.close()
+            return
         if self._max_conns is not None and self._open_count() >= self._max_conns:
             self._report.warn(
                 f"connection from {client} closed: --max-conns {self._max_conns} reached"
@@ -283,50 +300,56 @@ class StreamPump:
         self._report.info(f"connection from {conn.peer or 'local client'}")
         self.add(conn)
 
-    def _on_peer(self, peer: _Peer, mask: int) -> bool:
-        """Serve one socket event; False once this peer is finished."""
+    def _on_peer(self, peer: _Peer, mask: int) -> None:
+        """Serve one socket event; the peer is dropped once it is done or failed."""
         try:
-            if mask & selectors.EVENT_WRITE and peer.outbuf:
+            if mask & selectors.EVENT_WRITE and peer.outlet.pending:
                 self._send(peer)
-            if mask & selectors.EVENT_READ:
-                return self._receive(peer)
+            if mask & selectors.EVENT_READ and peer.reading:
+                self._receive(peer)
         except SocketeerError as exc:
+            error = self._with_undelivered(peer, exc)
             if self._listener is None:
-                raise
-            self._report.warn(f"{peer.name}: {exc}")
+                raise error from exc
+            self._report.warn(f"{peer.name}: {error}")
             self._drop(peer)
-            return False
-        return True
+            return
+        self._settle(peer)
+
+    def _with_undelivered(self, peer: _Peer, exc: SocketeerError) -> SocketeerError:
+        """``exc``, saying how much of stdin the peer missed if it went before the end."""
+        if not isinstance(exc, NetworkError) or not (self._stdin_open or peer.outlet.pending):
+            return exc
+        rest = _stdin_left() if self._stdin_open else 0
+        if rest is None:  # a pipe or a terminal: how much more will come is unknown
+            detail = f"stdin not delivered after its first {peer.sent} bytes"
+        else:
+            detail = f"{peer.outlet.pending + rest} bytes of stdin not delivered"
+        error = type(exc)(f"{exc}: {detail}")
+        error.errno = exc.errno
+        return error
 
     def _send(self, peer: _Peer) -> None:
         with translate_errors("send", peer.name):
-            try:
-                sent = peer.sock.send(peer.outbuf)
-            except _WOULD_BLOCK():
-                return
-        del peer.outbuf[:sent]
-        self._traffic()
-        if not peer.outbuf and peer.shutdown_pending:
-            self._shutdown(peer)
+            sent = peer.outlet.flush()
+        if sent:
+            peer.sent += sent
+            self._traffic()
 
-    def _receive(self, peer: _Peer) -> bool:
+    def _receive(self, peer: _Peer) -> None:
         with translate_errors("recv", peer.name):
-            try:
-                data = peer.sock.recv(READ_SIZE)
-                # TLS: records already decrypted wait inside the SSL object, where
-                # poll() cannot see them; take them now.
-                while data and getattr(peer.sock, "pending", _none)():
-                    more = peer.sock.recv(READ_SIZE)
-                    if not more:
-                        break
-                    data += more
-            except _WOULD_BLOCK():
-                return True
+            data = receive_ready(peer.sock, READ_SIZE)
+        if data is None:
+            return
         if data:
             self._traffic()
             self._report.dump(data, HexDumper.RECEIVED)
             write_stdout(data)
-            return True
-        self._report.info(f"{peer.name} closed the connection")
-        self._drop(peer)
-        return False
+            return
+        peer.reading = False
+        if self._interactive or peer.outlet.finishing:
+            self._report.info(f"{peer.name} closed the connection")
+            if self._interactive:  # a person at a terminal: the peer's EOF ends the session
+                self._drop(peer)
+            return
+        self._report.info(f"{peer.name} closed its side; still sending stdin to it")
