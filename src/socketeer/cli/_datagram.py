@@ -8,9 +8,9 @@ datagrams that wait ending is the normal way to finish (SPEC §5).
 
 from __future__ import annotations
 
-import argparse
 import selectors
 import time
+from typing import TYPE_CHECKING
 
 from .._buffer import ReceiveBuffer
 from ..address import Address
@@ -19,6 +19,9 @@ from ..errors import FrameTooLarge
 from ..hexdump import HexDumper
 from ._report import Reporter
 from ._stdio import read_stdin, to_crlf, write_stdout
+
+if TYPE_CHECKING:
+    from ..access import AccessList
 
 DEFAULT_REPLY_WAIT = 1.0
 
@@ -51,8 +54,14 @@ class _LineSplitter:
         return [tail] if tail else []
 
 
-def _receive(endpoint: DatagramEndpoint, report: Reporter) -> Address | None:
+def _receive(
+    endpoint: DatagramEndpoint, report: Reporter, access: AccessList | None = None
+) -> Address | None:
+    """One datagram to stdout; one from a denied sender is dropped (None returned)."""
     data, sender = endpoint.recv()
+    if access is not None and not access.permits(sender):
+        report.warn(f"datagram from {sender} dropped: denied by --allow/--deny")
+        return None
     report.debug(f"{len(data)} bytes from {sender or 'an unnamed socket'}")
     report.dump(data, HexDumper.RECEIVED)
     write_stdout(data)
@@ -64,9 +73,11 @@ def _send(endpoint: DatagramEndpoint, data: bytes, to: Address | None, report: R
     endpoint.send(data, to=to)
 
 
-def datagram_client(address: Address, args: argparse.Namespace, report: Reporter) -> int:
-    wait = args.idle_timeout or DEFAULT_REPLY_WAIT
-    splitter = _LineSplitter(args.crlf)
+def datagram_client(
+    address: Address, report: Reporter, *, idle_timeout: float | None, crlf: bool
+) -> int:
+    wait = idle_timeout or DEFAULT_REPLY_WAIT
+    splitter = _LineSplitter(crlf)
     with open_datagram(address) as endpoint, selectors.PollSelector() as selector:
         report.info(f"sending to {endpoint.peer or address} from {endpoint.local}")
         selector.register(0, selectors.EVENT_READ, "stdin")
@@ -92,14 +103,22 @@ def datagram_client(address: Address, args: argparse.Namespace, report: Reporter
                 last = time.monotonic()
 
 
-def datagram_server(address: Address, args: argparse.Namespace, report: Reporter) -> int:
-    splitter = _LineSplitter(args.crlf)
+def datagram_server(
+    address: Address,
+    report: Reporter,
+    *,
+    idle_timeout: float | None,
+    crlf: bool,
+    access: AccessList | None = None,
+) -> int:
+    """Datagrams to stdout, stdin to the latest sender; ``access`` drops the denied."""
+    splitter = _LineSplitter(crlf)
     with open_datagram(bind=address) as endpoint, selectors.PollSelector() as selector:
         report.notice(f"listening on {endpoint.local}")
         selector.register(0, selectors.EVENT_READ, "stdin")
         selector.register(endpoint.fileno(), selectors.EVENT_READ, "socket")
         sender: Address | None = None
-        idle = args.idle_timeout
+        idle = idle_timeout
         last = time.monotonic()
         while True:
             timeout = None if idle is None else last + idle - time.monotonic()
@@ -107,7 +126,7 @@ def datagram_server(address: Address, args: argparse.Namespace, report: Reporter
                 return 0  # the datagram wait ending is normal completion
             for key, _ in selector.select(timeout):
                 if key.data == "socket":
-                    sender = _receive(endpoint, report) or sender
+                    sender = _receive(endpoint, report, access) or sender
                     last = time.monotonic()
                     continue
                 data = read_stdin()

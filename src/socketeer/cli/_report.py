@@ -7,9 +7,11 @@ stdout carries data only (SPEC §5); everything here goes to stderr or to the
 from __future__ import annotations
 
 import sys
+import threading
 from typing import TextIO
 
 from ..hexdump import HexDumper
+from ._options import OutputOptions
 
 
 class Reporter:
@@ -29,6 +31,12 @@ class Reporter:
                 from ..errors import UsageError
 
                 raise UsageError(f"cannot write hex dump: {hexdump}: {exc.strerror}") from None
+        # A relay's pairs dump from their own threads: one chunk's lines stay together.
+        self._dump_lock = threading.Lock()
+
+    @classmethod
+    def from_output(cls, output: OutputOptions) -> Reporter:
+        return cls(output.verbose, output.quiet, output.hexdump)
 
     @staticmethod
     def _say(message: str) -> None:
@@ -53,10 +61,19 @@ class Reporter:
         if self.verbose >= 2:
             self._say(message)
 
+    @property
+    def dumps(self) -> bool:
+        """Whether ``--hexdump`` was asked for."""
+        return self._dumper is not None
+
     def dump(self, data: bytes, marker: str) -> None:
-        if self._dumper is not None and self._dump_file is not None:
-            self._dump_file.write(self._dumper.dump(data, marker))
-            self._dump_file.flush()
+        """Dump one chunk, ``>`` sent (client to TO) or ``<`` received; safe from any thread."""
+        if self._dumper is None:
+            return
+        with self._dump_lock:
+            if self._dump_file is not None:
+                self._dump_file.write(self._dumper.dump(data, marker))
+                self._dump_file.flush()
 
     def close(self) -> None:
         if self._dump_file is not None and self._dump_file is not sys.stderr:

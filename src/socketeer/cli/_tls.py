@@ -1,42 +1,65 @@
-"""From the TLS options of the command line to a ``TLSConfig`` (or None: no TLS asked for)."""
+"""From the TLS option groups to a ``TLSConfig``, or None when no TLS is asked for.
+
+The checks are here so every command words them alike: TLS options on a
+plain address are a usage error, not silently ignored.
+"""
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from ..address import Address
 from ..errors import UsageError
+from ._options import TLSClientOptions, TLSServerOptions
 from ._report import Reporter
 
+if TYPE_CHECKING:
+    from ..tls import TLSConfig
 
-def tls_config(
-    args: argparse.Namespace, address: Address, report: Reporter, *, server: bool
-) -> object | None:
-    given = any(
-        getattr(args, name, None)
-        for name in ("cert", "key", "ca", "insecure", "server_name", "pin", "alpn", "self_signed")
-    )
+
+def server_tls(address: Address, options: TLSServerOptions, report: Reporter) -> TLSConfig | None:
+    """The TLS of a server on ``address`` (listen, serve)."""
     if not address.is_tls:
-        if given:
+        if options.given or options.alpn:
             raise UsageError(f"TLS options need a tls:// address, not {address}")
         return None
+    return server_config(options, report)
+
+
+def client_tls(address: Address, options: TLSClientOptions, report: Reporter) -> TLSConfig | None:
+    """The TLS of a client of ``address`` (connect)."""
+    if not address.is_tls:
+        if options.given or options.alpn:
+            raise UsageError(f"TLS options need a tls:// address, not {address}")
+        return None
+    return client_config(options, report, "the server's certificate")
+
+
+def server_config(options: TLSServerOptions, report: Reporter) -> TLSConfig:
+    """``--self-signed`` makes the certificate here, and prints its fingerprint."""
     from ..tls import TLSConfig, self_signed
 
-    cert, key = args.cert, args.key
-    if server and getattr(args, "self_signed", False):
+    cert, key = options.cert, options.key
+    if options.self_signed:
         if cert or key:
             raise UsageError("--self-signed makes its own certificate: drop --cert/--key")
         cert, key, print_ = self_signed()
         report.notice(f"certificate SHA-256 fingerprint: {print_}")
-    if getattr(args, "insecure", False):
-        report.warn("--insecure: the server's certificate is not verified")
-    alpn = tuple(p for p in (args.alpn or "").split(",") if p)
+    return TLSConfig(cert=cert, key=key, ca=options.client_ca, alpn=options.alpn)
+
+
+def client_config(options: TLSClientOptions, report: Reporter, whose: str) -> TLSConfig:
+    """``whose`` names the certificate ``--insecure`` leaves unchecked, in its warning."""
+    from ..tls import TLSConfig
+
+    if options.insecure:
+        report.warn(f"--insecure: {whose} is not verified")
     return TLSConfig(
-        ca=args.ca,
-        cert=cert,
-        key=key,
-        insecure=getattr(args, "insecure", False),
-        server_name=getattr(args, "server_name", None),
-        alpn=alpn,
-        pin=getattr(args, "pin", None),
+        ca=options.ca,
+        cert=options.cert,
+        key=options.key,
+        insecure=options.insecure,
+        server_name=options.server_name,
+        pin=options.pin,
+        alpn=options.alpn,
     )

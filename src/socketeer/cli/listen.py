@@ -4,33 +4,41 @@ from __future__ import annotations
 
 import argparse
 
+from .._deadline import Deadline
+from ..access import AccessList
 from ..address import Address
-from ..listener import listen
+from ..connection import Connection
+from ..errors import Timeout
+from ..listener import Listener, listen
 from ._datagram import datagram_server
+from ._options import AccessOptions, IdleOptions, OutputOptions, StreamOptions, TLSServerOptions
 from ._pump import StreamPump
 from ._report import Reporter
-from ._tls import tls_config
+from ._tls import server_tls
 
 
 def run(args: argparse.Namespace) -> int:
     address = Address.parse(args.address)
-    report = Reporter(args.verbose, args.quiet, args.hexdump)
+    stream = StreamOptions.from_args(args)
+    idle = IdleOptions.from_args(args)
+    rules = AccessOptions.from_args(args)
+    access = AccessList(rules.allow, rules.deny) if rules else None
+    report = Reporter.from_output(OutputOptions.from_args(args))
     try:
+        tls = server_tls(address, TLSServerOptions.from_args(args), report)
         if address.is_datagram:
-            return datagram_server(address, args, report)
-        tls = tls_config(args, address, report, server=True)
+            return datagram_server(
+                address, report, idle_timeout=idle.seconds, crlf=stream.crlf, access=access
+            )
         pump = StreamPump(
-            report,
-            half_close=not args.no_shutdown,
-            crlf=args.crlf,
-            idle_timeout=args.idle_timeout,
+            report, half_close=stream.half_close, crlf=stream.crlf, idle_timeout=idle.seconds
         )
         with listen(address, tls=tls) as listener:
             report.notice(f"listening on {listener.address}")
             if args.keep_open:
-                pump.run(listener, max_conns=args.max_conns)
+                pump.run(listener, max_conns=args.max_conns, access=access)
                 return 0
-            conn = listener.accept(timeout=args.timeout)
+            conn = _first_client(listener, args.timeout, access, report)
         # Like nc -l: one client, and the listening socket (and its file) is gone.
         report.info(f"connection from {conn.peer or 'local client'}")
         pump.add(conn)
@@ -38,3 +46,29 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         report.close()
+
+
+def _first_client(
+    listener: Listener, timeout: float | None, access: AccessList | None, report: Reporter
+) -> Connection:
+    """The first client ``access`` permits; the denied are closed, before any TLS handshake.
+
+    Raises:
+        Timeout: no permitted client within ``timeout`` (all of it, denied ones included).
+    """
+    deadline = Deadline(timeout)
+    while True:
+        try:
+            conn = listener.accept(timeout=deadline.remaining(), handshake=False)
+        except Timeout as exc:
+            if timeout is None:
+                raise
+            # One message whether or not denied clients used up part of the wait.
+            raise Timeout(f"accept timed out after {timeout:g}s: {listener.address}") from exc
+        if access is None or access.permits(conn.peer):
+            break
+        report.warn(f"connection from {conn.peer} closed: denied by --allow/--deny")
+        conn.close()
+    if listener.tls_context is not None:
+        conn.start_tls(listener.tls_context)
+    return conn

@@ -3,35 +3,35 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from ..address import Address
 from ..server import Server
-from ..server._log import configure
+from ._log import configure_log
+from ._options import AccessOptions, IdleOptions, OutputOptions, ServerOptions, TLSServerOptions
 from ._report import Reporter
-from ._tls import tls_config
-
-
-def _networks(values: list[str] | None) -> list[str]:
-    """``--allow A --allow B`` and ``--allow A,B`` alike."""
-    return [part for value in values or [] for part in value.split(",") if part]
+from ._tls import server_tls
 
 
 def run(args: argparse.Namespace) -> int:
-    configure(args.log_format, args.verbose, args.quiet)
-    report = Reporter(args.verbose, args.quiet)
-    tls = tls_config(args, Address.parse(args.address), report, server=True)
+    output = OutputOptions.from_args(args)
+    options = ServerOptions.from_args(args)
+    access = AccessOptions.from_args(args)
+    configure_log(options.log_format, output, default=logging.INFO)  # a line per connection
+    report = Reporter.from_output(output)
+    address = Address.parse(args.address)
     server = Server(
-        args.address,
+        address,
         args.handler,
         handler_args=args.args,
-        model=args.model,
-        workers=args.workers,
-        max_connections=args.max_conns,
-        idle_timeout=args.idle_timeout,
-        allow=_networks(args.allow),
-        deny=_networks(args.deny),
-        grace=args.grace,
-        tls=tls,
+        model=options.model or "thread",
+        workers=options.workers,
+        max_connections=options.max_connections,
+        idle_timeout=IdleOptions.from_args(args).seconds,
+        allow=access.allow,
+        deny=access.deny,
+        grace=options.grace,
+        tls=server_tls(address, TLSServerOptions.from_args(args), report),
     )
     with server:
         report.notice(f"listening on {server.address}")

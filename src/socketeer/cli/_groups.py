@@ -1,0 +1,215 @@
+"""The option groups the commands share, each declared once (SPEC §5).
+
+Declarations only: this module is on the ``socketeer --help`` path, so it
+imports nothing but argparse. The typed values a group parses into are in
+``_options`` (one frozen dataclass per group, built by its ``from_args``);
+every destination a dataclass reads exists on every parser that has the
+group, so no command looks an option up with a default of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"seconds must be a positive number: {text!r}")
+    return value
+
+
+def whole(text: str) -> int:
+    """0 or more (``--workers 0``: one per CPU)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more: {text!r}")
+    return value
+
+
+def count(text: str) -> int:
+    """1 or more (a limit of 0 would refuse everyone)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+# -- one option each, shared with different wording --------------------------------
+
+
+def add_timeout(parser: argparse.ArgumentParser, help: str, default: float | None = None) -> None:
+    """``-t/--timeout``: what it bounds depends on the command (connect, first client, TO)."""
+    parser.add_argument("-t", "--timeout", type=seconds, default=default, metavar="S", help=help)
+
+
+def add_idle_timeout(parser: argparse.ArgumentParser, help: str) -> None:
+    """``-i/--idle-timeout`` (read by ``IdleOptions``)."""
+    parser.add_argument("-i", "--idle-timeout", type=seconds, metavar="S", help=help)
+
+
+def add_max_conns(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help: str) -> None:
+    """``--max-conns`` (servers, and ``listen -k``)."""
+    parser.add_argument("--max-conns", type=count, metavar="N", help=help)
+
+
+# -- groups ----------------------------------------------------------------------
+
+
+def add_stream(parser: argparse.ArgumentParser) -> None:
+    """connect and listen: half-close and line ends (``StreamOptions``)."""
+    parser.add_argument(
+        "--no-shutdown",
+        action="store_true",
+        help="at stdin EOF keep the socket open for writing (no half-close)",
+    )
+    parser.add_argument("--crlf", action="store_true", help="send line ends from stdin as CRLF")
+
+
+def add_access(parser: argparse.ArgumentParser, verb: str) -> None:
+    """``--allow``/``--deny``, repeated or comma-separated (``AccessOptions``)."""
+    group = parser.add_argument_group("access (repeat, or separate with commas)")
+    group.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="NET",
+        help=f"{verb} only clients in these addresses/CIDR networks",
+    )
+    group.add_argument(
+        "--deny",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="refuse clients in these addresses/CIDR networks",
+    )
+
+
+def add_server(
+    parser: argparse.ArgumentParser, *, each: str, where: str, default_model: str | None
+) -> None:
+    """How a server runs and logs (``ServerOptions``); ``each`` names what it serves."""
+    group = parser.add_argument_group("server")
+    shown = " (default)" if default_model == "thread" else ""
+    group.add_argument(
+        "--model",
+        choices=("thread", "fork", "async"),
+        default=default_model,
+        help=f"a thread per {each}{shown}, a process per {each}, or one event loop",
+    )
+    group.add_argument(
+        "--workers",
+        type=whole,
+        default=1,
+        metavar="N",
+        help=f"N processes share {where} (0 = one per CPU)",
+    )
+    group.add_argument(
+        "--grace",
+        type=seconds,
+        default=5.0,
+        metavar="S",
+        help=f"on SIGTERM/SIGINT, let {each}s finish for S seconds (default 5)",
+    )
+    add_max_conns(group, f"close clients beyond N open {each}s at once")
+    group.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="the log on stderr",
+    )
+
+
+def add_tls(parser: argparse.ArgumentParser, *, server: bool = False, client: bool = False) -> None:
+    """TLS of a server (``TLSServerOptions``), a client (``TLSClientOptions``), or both.
+
+    Both is the relay: FROM terminates TLS, TO originates it. There ``--ca``
+    is TO's CA, so the CA that client certificates must be signed by is
+    ``--client-ca``, and TO presents no certificate of its own.
+    """
+    both = server and client
+    title = "TLS: FROM tls:// terminates, TO tls:// originates" if both else "TLS (tls://HOST:PORT)"
+    group = parser.add_argument_group(title)
+    if server:
+        _tls_server(group, side="FROM: " if both else "", ca_flag="--client-ca" if both else "--ca")
+    if client:
+        _tls_client(group, side="TO: " if both else "", certificate=not both)
+    if both:
+        parser.set_defaults(client_cert=None, client_key=None)
+    group.add_argument("--alpn", metavar="PROTOS", help="ALPN protocols, comma-separated")
+
+
+def _tls_server(group: argparse._ArgumentGroup, *, side: str, ca_flag: str) -> None:
+    group.add_argument(
+        "--cert", dest="server_cert", metavar="FILE", help=f"{side}certificate (chain) in PEM"
+    )
+    group.add_argument("--key", dest="server_key", metavar="FILE", help=f"{side}its private key")
+    group.add_argument(
+        ca_flag,
+        dest="client_ca",
+        metavar="FILE",
+        help=f"{side}require a client certificate signed by this CA",
+    )
+    group.add_argument(
+        "--self-signed",
+        action="store_true",
+        help=f"{side}make a temporary certificate and print its SHA-256 fingerprint",
+    )
+
+
+def _tls_client(group: argparse._ArgumentGroup, *, side: str, certificate: bool) -> None:
+    if certificate:
+        group.add_argument(
+            "--cert", dest="client_cert", metavar="FILE", help="client certificate (chain) in PEM"
+        )
+        group.add_argument("--key", dest="client_key", metavar="FILE", help="its private key")
+    group.add_argument("--ca", metavar="FILE", help=f"{side}trust this CA instead of the system's")
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        help=f"{side}do not verify the server's certificate (prints a warning)",
+    )
+    group.add_argument(
+        "--server-name",
+        metavar="NAME",
+        help=f"{side}the name to send (SNI) and verify, instead of HOST",
+    )
+    group.add_argument(
+        "--pin",
+        metavar="SHA256",
+        help=f"{side}accept only the certificate with this SHA-256 fingerprint",
+    )
+
+
+def add_output(parser: argparse.ArgumentParser, *, hexdump: bool = True) -> None:
+    """What goes to stderr (``OutputOptions``); ``serve`` has no traffic to dump."""
+    group = parser.add_argument_group("output")
+    group.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="report connections (-vv: more detail) on stderr",
+    )
+    group.add_argument(
+        "-q", "--quiet", action="store_true", help="print nothing but errors on stderr"
+    )
+    group.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    if hexdump:
+        group.add_argument(
+            "--hexdump",
+            metavar="FILE|-",
+            help="hex dump of both directions to FILE ('-' = stderr)",
+        )
+    else:
+        parser.set_defaults(hexdump=None)

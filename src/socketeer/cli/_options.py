@@ -1,0 +1,143 @@
+"""The option groups of ``_groups`` as typed values: one frozen dataclass per group.
+
+A command builds the groups it has from the parsed arguments, each with its
+group's ``from_args``, and passes those on: no ``Namespace`` travels past the
+top of a command. Pure (no sockets, no ssl); kept apart from ``_groups``
+because dataclasses would slow ``socketeer --help`` down.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+def _split(values: list[str]) -> tuple[str, ...]:
+    """``--allow A --allow B`` and ``--allow A,B`` alike."""
+    return tuple(part.strip() for value in values for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """-v/-vv, -q, --debug, --hexdump."""
+
+    verbose: int = 0
+    quiet: bool = False
+    debug: bool = False
+    hexdump: str | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> OutputOptions:
+        return cls(args.verbose, args.quiet, args.debug, args.hexdump)
+
+
+@dataclass(frozen=True)
+class AccessOptions:
+    """--allow/--deny, as lists of address or network texts (parsed by ``AccessList``)."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> AccessOptions:
+        return cls(_split(args.allow), _split(args.deny))
+
+    def __bool__(self) -> bool:
+        return bool(self.allow or self.deny)
+
+
+@dataclass(frozen=True)
+class IdleOptions:
+    """-i/--idle-timeout: None means no limit (or the command's own default)."""
+
+    seconds: float | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> IdleOptions:
+        return cls(args.idle_timeout)
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """connect and listen: --no-shutdown, --crlf."""
+
+    half_close: bool = True
+    crlf: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> StreamOptions:
+        return cls(not args.no_shutdown, args.crlf)
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """--model, --workers, --grace, --max-conns, --log-format (serve and relay)."""
+
+    model: str | None = None  # None: the relay picks
+    workers: int = 1
+    grace: float = 5.0
+    max_connections: int | None = None
+    log_format: str = "text"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServerOptions:
+        return cls(args.model, args.workers, args.grace, args.max_conns, args.log_format)
+
+
+def _alpn(text: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+@dataclass(frozen=True)
+class TLSServerOptions:
+    """The side that accepts TLS: --cert, --key, --ca (relay: --client-ca), --self-signed."""
+
+    cert: str | None = None
+    key: str | None = None
+    client_ca: str | None = None
+    self_signed: bool = False
+    alpn: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TLSServerOptions:
+        return cls(
+            args.server_cert, args.server_key, args.client_ca, args.self_signed, _alpn(args.alpn)
+        )
+
+    @property
+    def given(self) -> bool:
+        """Whether any option of this side was given (--alpn is shared: not counted)."""
+        return bool(self.cert or self.key or self.client_ca or self.self_signed)
+
+
+@dataclass(frozen=True)
+class TLSClientOptions:
+    """The side that connects with TLS: --ca, --insecure, --server-name, --pin, and
+    a client certificate (--cert, --key) where the command has one."""
+
+    ca: str | None = None
+    insecure: bool = False
+    server_name: str | None = None
+    pin: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    alpn: tuple[str, ...] = ()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TLSClientOptions:
+        return cls(
+            args.ca,
+            args.insecure,
+            args.server_name,
+            args.pin,
+            args.client_cert,
+            args.client_key,
+            _alpn(args.alpn),
+        )
+
+    @property
+    def given(self) -> bool:
+        """Whether any option of this side was given (--alpn is shared: not counted)."""
+        return bool(
+            self.ca or self.insecure or self.server_name or self.pin or self.cert or self.key
+        )
