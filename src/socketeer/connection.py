@@ -24,6 +24,7 @@ from ._sockio import (
     scheme_for,
     translate_errors,
 )
+from ._tlsopt import client_setup_for
 from .address import Address
 from .errors import ConnectionClosed, SocketeerError, Timeout, UsageError
 
@@ -56,11 +57,7 @@ def connect(
     if not target.is_stream or target.scheme == "fd":
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
     src = Address.parse(source) if source is not None else None
-    setup = None
-    if target.is_tls or tls not in (None, False):
-        from .tls import client_setup
-
-        setup = client_setup(tls)  # bad files are reported before connecting
+    setup = client_setup_for(target, tls)  # bad files are reported before connecting
     deadline = Deadline(timeout)
     sock = connected_socket(target, deadline, source=src)
     if setup is not None:

@@ -16,6 +16,7 @@ from ._sockio import (
     set_nodelay,
     translate_errors,
 )
+from ._tlsopt import server_context_for
 from .address import Address
 from .connection import Connection
 from .errors import UsageError
@@ -65,20 +66,14 @@ def listen(
     target = Address.parse(address)
     if not target.is_stream:
         raise UsageError(f"listen needs a stream address, not {target} (see open_datagram)")
-    context = None
-    if target.is_tls or tls not in (None, False):
-        import ssl
-
-        from .tls import TLSConfig, server_context
-
-        if isinstance(tls, ssl.SSLContext):
-            context = tls
-        else:
-            context = server_context(tls if isinstance(tls, TLSConfig) else TLSConfig())
+    context = server_context_for(target, tls)
     if target.scheme == "fd":
+        # An inherited socket (systemd, a parent): TLS wraps it like any other.
         with translate_errors("adopt", target):
             sock = socket.socket(fileno=target.fd)
-        return Listener(sock)
+        listener = Listener(sock)
+        listener.tls_context = context
+        return listener
     sock, socket_file = bound_socket(target, reuse_port=reuse_port, unix_mode=unix_mode)
     try:
         with translate_errors("listen", target):

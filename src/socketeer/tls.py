@@ -206,33 +206,22 @@ def wrap_server(
     return wrapped
 
 
-class ServerHandshake:
-    """A server handshake on a non-blocking socket, advanced whenever the socket is ready.
+class SteppedHandshake:
+    """A handshake on a non-blocking socket, advanced whenever the socket is ready.
 
-    ``wrap_server`` blocks until the handshake is done, which is right for a
-    thread or a child per connection. A loop that serves many clients in one
-    thread (``listen -k``) must not stall every client on one that never sends
-    its ClientHello, so it registers ``sock``, calls ``step()`` on each event
-    and waits for what ``wants_write`` says, until ``deadline`` (monotonic).
+    ``wrap_server``/``wrap_client`` block until the handshake is done, which
+    is right for a thread or a child per connection. A loop that serves many
+    clients in one thread (``listen -k``, the event-loop relay) must not stall
+    every client on one that never sends its ClientHello, so it registers
+    ``sock``, calls ``step()`` on each event and waits for what
+    ``wants_write`` says, until ``deadline`` (monotonic).
     """
 
-    def __init__(
-        self,
-        sock: object,
-        context: ssl.SSLContext,
-        where: str,
-        timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
-    ) -> None:
-        import socket as _socket
+    sock: ssl.SSLSocket
+
+    def __init__(self, where: str, timeout: float) -> None:
         import time
 
-        assert isinstance(sock, _socket.socket)
-        sock.setblocking(False)
-        try:
-            self.sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        except (ssl.SSLError, OSError) as exc:
-            sock.close()
-            raise tls_error(exc, where) from exc
         self.where = where
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
@@ -242,7 +231,7 @@ class ServerHandshake:
         """Advance the handshake; True once it is done.
 
         Raises:
-            TLSError: the client's handshake failed (the socket is closed then).
+            TLSError: the handshake failed (the socket is closed then).
         """
         try:
             self.sock.do_handshake()
@@ -255,12 +244,78 @@ class ServerHandshake:
         except (ssl.SSLError, OSError) as exc:
             self.sock.close()
             raise tls_error(exc, self.where) from exc
+        self.verify()
         return True
+
+    def verify(self) -> None:
+        """Checks after a finished handshake (a client's pin)."""
 
     def expire(self) -> Timeout:
         """Close the socket; returns the ``Timeout`` to report."""
         self.sock.close()
         return Timeout(f"TLS handshake timed out after {self.timeout:g}s: {self.where}")
+
+
+class ServerHandshake(SteppedHandshake):
+    """The server side of a stepped handshake (an accepted socket)."""
+
+    def __init__(
+        self,
+        sock: object,
+        context: ssl.SSLContext,
+        where: str,
+        timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
+        import socket as _socket
+
+        assert isinstance(sock, _socket.socket)
+        super().__init__(where, timeout)
+        sock.setblocking(False)
+        try:
+            self.sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise tls_error(exc, where) from exc
+
+
+class ClientHandshake(SteppedHandshake):
+    """The client side of a stepped handshake, with ``wrap_client``'s checks (name, pin)."""
+
+    def __init__(
+        self,
+        sock: object,
+        target: object,
+        setup: tuple[ssl.SSLContext, TLSConfig],
+        timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
+    ) -> None:
+        import socket as _socket
+
+        from .address import Address
+
+        assert isinstance(sock, _socket.socket) and isinstance(target, Address)
+        super().__init__(str(target), timeout)
+        context, self.config = setup
+        sock.setblocking(False)
+        try:
+            self.sock = context.wrap_socket(
+                sock,
+                server_hostname=self.config.server_name or target.host or "localhost",
+                do_handshake_on_connect=False,
+            )
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise tls_error(exc, self.where) from exc
+
+    def verify(self) -> None:
+        pin = self.config.pin_hex
+        if pin is None:
+            return
+        der = self.sock.getpeercert(binary_form=True) or b""
+        if fingerprint(der) != pin:
+            self.sock.close()
+            raise TLSError(
+                f"certificate pin mismatch: the server's is {fingerprint(der)}: {self.where}"
+            )
 
 
 def self_signed(

@@ -24,6 +24,7 @@ from .._sockio import (
     set_nodelay,
     translate_errors,
 )
+from .._tlsopt import client_setup_for
 from ..address import Address
 from ..errors import (
     ConnectError,
@@ -93,12 +94,25 @@ async def connect(
     target = Address.parse(address)
     if not target.is_stream or target.scheme == "fd":
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
-    setup = None
-    if target.is_tls or tls not in (None, False):
-        from ..tls import client_setup
-
-        setup = client_setup(tls)  # bad files are reported before connecting
+    setup = client_setup_for(target, tls)  # bad files are reported before connecting
     deadline = Deadline(timeout)
+    sock = await connected_socket_async(target, deadline, source=source)
+    if setup is not None:
+        return await _tls_client(sock, setup, target, timeout, deadline)
+    return await Connection.from_socket(sock, timeout=timeout, address=target)
+
+
+async def connected_socket_async(
+    target: Address, deadline: Deadline, *, source: str | Address | None = None
+) -> socket.socket:
+    """A non-blocking socket connected to ``target``: each resolved address in turn.
+
+    The raw socket, for callers that drive it themselves (the event-loop relay).
+
+    Raises:
+        ConnectError, Timeout, AddressError: as the failure was.
+    """
+    timeout = deadline.seconds
     loop = asyncio.get_running_loop()
     last: SocketeerError | None = None
     with translate_errors("connect", target, timeout):
@@ -126,9 +140,7 @@ async def connect(
             sock.close()
             raise
         set_nodelay(sock)
-        if setup is not None:
-            return await _tls_client(sock, setup, target, timeout, deadline)
-        return await Connection.from_socket(sock, timeout=timeout, address=target)
+        return sock
     assert last is not None
     raise last
 

@@ -48,6 +48,9 @@ class Handler:
                 f"handler {self.name} shares state between connections: it needs workers=1"
             )
 
+    def configure(self, *, idle_timeout: float | None) -> None:
+        """Learn the server's settings that the handler applies itself (a relay's idle timer)."""
+
     def serve(self, conn: Connection) -> None:
         raise UsageError(f"handler {self.name} cannot run under the thread or fork model")
 

@@ -1,53 +1,123 @@
-"""Relays (SPEC §6): stream pairs copied both ways (zero-copy on Linux), datagram sessions.
+"""Relays (SPEC §6): for each client on FROM, open TO and copy both ways.
 
-``relay(FROM, TO, ...)`` builds the right one from two endpoint strings; the
-``socketeer relay`` command is a thin layer over it.
+A stream relay is a ``Server`` whose handler is a ``RelayHandler``: every
+model, ``workers``, ``grace``, limits and the connection log are the
+server's. Standard I/O as FROM is one pair (``StdioRelay``); datagram
+addresses on both sides make a ``DatagramRelay`` with a session per sender.
+``relay(FROM, TO, ...)`` builds the right one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from ..address import Address
 from ..errors import UsageError
 from .datagram import DatagramRelay as DatagramRelay
-from .endpoints import parse_endpoint
+from .endpoints import Endpoint, Program, Stdio, parse_endpoint
+from .handler import RelayHandler as RelayHandler
 from .stream import HAS_SPLICE as HAS_SPLICE
 
-__all__ = ["HAS_SPLICE", "DatagramRelay", "relay"]
+if TYPE_CHECKING:
+    from ..server.core import Server
+    from .core import StdioRelay
+
+__all__ = ["DEFAULT_MODEL", "HAS_SPLICE", "DatagramRelay", "RelayHandler", "relay"]
+
+#: The relay's default model: one event loop per worker (docs/performance.md says why).
+DEFAULT_MODEL = "async"
 
 
-def relay(source: str, target: str, **options: Any) -> Any:
-    """A ``Relay`` (streams) or ``DatagramRelay`` (datagrams) from FROM to TO; call
-    ``serve_forever()`` on it.
+def relay(
+    source: str | Endpoint,
+    target: str | Endpoint,
+    *,
+    model: str | None = None,
+    workers: int = 1,
+    grace: float = 5.0,
+    once: bool = False,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    allow: Iterable[str] = (),
+    deny: Iterable[str] = (),
+    connect_timeout: float | None = 10.0,
+    zero_copy: bool = HAS_SPLICE,
+    proxy_protocol: str | None = None,
+    accept_proxy_protocol: bool = False,
+    observe: Callable[[bytes, str], None] | None = None,
+    tls_server: object = None,
+    tls_client: object = None,
+    max_sessions: int | None = None,
+) -> Server | StdioRelay | DatagramRelay:
+    """The relay from FROM to TO; call ``serve_forever()`` on it (and ``close()``).
+
+    ``model=None`` picks ``DEFAULT_MODEL`` (the thread model when TO is
+    standard I/O). ``observe(data, marker)`` sees every chunk, ``">"`` from
+    the client to TO and ``"<"`` back (``--hexdump``).
 
     Raises:
         AddressError, UsageError: endpoints that do not parse or do not fit together.
+        AddressInUse: FROM is taken.
     """
-    src, dst = parse_endpoint(source), parse_endpoint(target)
-    if (
-        isinstance(src, Address)
-        and isinstance(dst, Address)
-        and src.is_datagram
-        and dst.is_datagram
-    ):
-        stream_only = (
-            "once",
-            "max_connections",
-            "proxy_protocol",
-            "accept_proxy_protocol",
-            "hexdump",
-            "tls_server",
-            "tls_client",
-            "allow",
-            "deny",
-        )
-        given = [name for name in stream_only if options.get(name)]
+    src = parse_endpoint(source) if isinstance(source, str) else source
+    dst = parse_endpoint(target) if isinstance(target, str) else target
+    src_datagram = isinstance(src, Address) and src.is_datagram
+    dst_datagram = isinstance(dst, Address) and dst.is_datagram
+    if src_datagram and dst_datagram:
+        assert isinstance(src, Address) and isinstance(dst, Address)
+        stream_only = {
+            "once": once,
+            "max_connections": max_connections,
+            "proxy_protocol": proxy_protocol,
+            "accept_proxy_protocol": accept_proxy_protocol,
+            "hexdump": observe,
+            "tls_server": tls_server,
+            "tls_client": tls_client,
+            "allow": list(allow),
+            "deny": list(deny),
+        }
+        given = [name for name, value in stream_only.items() if value]
         if given:
             raise UsageError(f"for stream relays only: {', '.join(given)}")
-        keep = {k: v for k, v in options.items() if k in ("idle_timeout", "max_sessions")}
-        return DatagramRelay(src, dst, **keep)
-    options.pop("max_sessions", None)
-    from .core import Relay
+        sessions: dict[str, Any] = {}
+        if max_sessions is not None:
+            sessions["max_sessions"] = max_sessions
+        return DatagramRelay(src, dst, idle_timeout=idle_timeout, **sessions)
+    if src_datagram:
+        raise UsageError(
+            f"{src} is a datagram address: a datagram relay needs datagram "
+            "addresses on both sides"
+        )
+    if isinstance(src, Program):
+        raise UsageError("exec: can only be the TO side of a relay")
+    handler = RelayHandler(
+        dst,
+        connect_timeout=connect_timeout,
+        zero_copy=zero_copy,
+        proxy_protocol=proxy_protocol,
+        accept_proxy_protocol=accept_proxy_protocol,
+        observe=observe,
+        tls_client=tls_client,
+    )
+    if isinstance(src, Stdio):
+        from .core import StdioRelay
 
-    return Relay(src, dst, **options)
+        return StdioRelay(handler)
+    from ..server.core import Server
+
+    if model is None:
+        model = "thread" if isinstance(dst, Stdio) else DEFAULT_MODEL
+    return Server(
+        src,
+        handler,
+        model=model,
+        workers=workers,
+        grace=grace,
+        once=once,
+        max_connections=max_connections,
+        idle_timeout=idle_timeout,
+        allow=allow,
+        deny=deny,
+        tls=tls_server,
+    )

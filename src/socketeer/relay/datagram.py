@@ -17,7 +17,7 @@ from collections import OrderedDict
 from ..address import Address
 from ..datagram import DatagramEndpoint, open_datagram
 from ..errors import SocketeerError, Timeout
-from ..server.core import Stopper
+from ..server.lifecycle import Stopper
 
 log = logging.getLogger("socketeer.relay")
 
@@ -148,3 +148,9 @@ class DatagramRelay:
         self._selector.close()
         self.front.close()
         self.stopper.close()
+
+    def __enter__(self) -> DatagramRelay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -54,6 +54,48 @@ def closed(
     )
 
 
+class RateLimit:
+    """At most one line per ``interval`` seconds; the lines held back are counted."""
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self._next = 0.0
+        self.held_back = 0
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            self.held_back += 1
+            return False
+        self._next = now + self.interval
+        return True
+
+    def take_held_back(self) -> int:
+        count, self.held_back = self.held_back, 0
+        return count
+
+
+_capacity_limit = RateLimit()
+
+
+def out_of_descriptors(op: str, exc: OSError, client_closed: bool) -> None:
+    """One line a second at most while a process is out of descriptors (or memory)."""
+    if not _capacity_limit.allow():
+        return
+    held = _capacity_limit.take_held_back()
+    what = exc.strerror or str(exc)
+    action = "a client was closed at once" if client_closed else "retrying"
+    more = f" ({held} more since the last line)" if held else ""
+    log.error(
+        "%s: %s: %s%s",
+        op,
+        what.lower(),
+        action,
+        more,
+        extra={"event": "capacity", "reason": what},
+    )
+
+
 def refused(peer: Address | None, reason: str) -> None:
     log.warning(
         "refused %s: %s",

@@ -2,7 +2,14 @@
 
 Built-in handlers without per-connection logic (echo, discard) run as bare
 protocols (``fast_protocol``): no task, no ``Connection`` object, one reused
-receive buffer. Every other handler gets an ``aio.Connection`` and a task.
+receive buffer. Handlers that take the raw socket (``raw_socket``: exec, the
+relay) get it from this runner's own accept callback, which drains the
+backlog on each wake-up and applies the accept policy (``accept``); a relay
+then runs on callbacks (``start_async``), with no task per connection. Every
+other handler gets an ``aio.Connection`` and a task.
+
+Idle timeouts are a timer per connection (``loop.call_later``), re-armed
+from the connection's last activity when it fires; nothing sweeps.
 """
 
 from __future__ import annotations
@@ -11,16 +18,20 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from .._sockio import address_of
+from .._sockio import address_of, local_address
 from ..aio import _loop
 from ..aio._protocol import StreamProtocol
 from ..aio.connection import Connection
-from ..errors import SocketeerError
-from . import _log
+from ..errors import SocketeerError, Timeout
+from ..listener import RETRY_ACCEPT_ERRNOS
+from . import _log, accept
+
+ACCEPT_BATCH = 64  # clients taken per wake-up before other callbacks get a turn
 
 if TYPE_CHECKING:
     from .core import Server
@@ -36,12 +47,13 @@ class _Tracked:
 
     __slots__ = (
         "counters",
-        "last_change",
         "last_total",
         "like",
         "peername",
+        "session",
         "started",
         "task",
+        "timer",
         "transport",
     )
 
@@ -52,12 +64,21 @@ class _Tracked:
         self.started = time.monotonic()
         self.task: asyncio.Task[None] | None = None
         self.counters: Any = None
+        self.session: Any = None  # a loop-driven handler's connection (start_async)
+        self.timer: asyncio.TimerHandle | None = None
         self.last_total = 0
-        self.last_change = self.started
 
     @property
     def peer(self) -> Any:
         return _peer_address(self.peername, self.like)
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.abort(Timeout("idle timeout"))
+        elif self.transport is not None:
+            self.transport.close()
+        elif self.task is not None:
+            self.task.cancel()
 
 
 class AsyncRunner:
@@ -70,6 +91,7 @@ class AsyncRunner:
         self.forced = False
         self.idle_changed: asyncio.Event | None = None
         self.logging = _log.log.isEnabledFor(logging.INFO)
+        self.loop: Any = None
 
     def run(self) -> None:
         _loop.run(self._main())
@@ -77,14 +99,24 @@ class AsyncRunner:
     # -- lifecycle ------------------------------------------------------------------
 
     def _on_signal(self, signum: int) -> None:
-        assert self.stop_event is not None and self.idle_changed is not None
-        if self.stop_event.is_set() and signum == signal.SIGINT:
+        if self.stop_event is not None and self.stop_event.is_set() and signum == signal.SIGINT:
             self.forced = True
-        self.stop_event.set()
+        self.server.stopper.stop(forced=self.forced)
+
+    def _on_stopper(self) -> None:
+        """The stopper was woken: a signal, ``shutdown()``, or ``once`` has its client."""
+        stopper = self.server.stopper
+        stopper.drain()
+        assert self.stop_event is not None and self.idle_changed is not None
+        if not stopper.accepting:
+            self.stop_event.set()  # stop accepting
+        if stopper.stopping:
+            self.forced = self.forced or stopper.forced
         self.idle_changed.set()
 
     async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_capacity_errors)
         self.stop_event = asyncio.Event()
         self.idle_changed = asyncio.Event()
         watch = self.server.stopper
@@ -92,13 +124,16 @@ class AsyncRunner:
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(signum, self._on_signal, signum)
-        server: Any
-        if self.server.handler.takes_socket:
-            # exec: the program gets the socket untouched, so no transport may
-            # read from it; accept the raw sockets here instead.
-            server = asyncio.ensure_future(self._accept_raw())
+        server: Any = None
+        handler = self.server.handler
+        if getattr(handler, "raw_socket", False) or handler.takes_socket:
+            # exec and the relay take the socket itself, so no transport may
+            # read from it: accept the raw sockets here instead.
+            accept.reserve()
+            self.listener.socket.setblocking(False)
+            loop.add_reader(self.listener.fileno(), self._accept_raw)
         else:
-            fast = self.server.handler.fast_protocol()
+            fast = handler.fast_protocol()
             factory = self._fast_factory(fast) if fast is not None else self._task_factory()
             server = await loop.create_server(
                 factory,
@@ -106,40 +141,30 @@ class AsyncRunner:
                 backlog=self.server.backlog,
                 ssl=self.server.tls_context,
             )
-        sweeper = None
-        if self.server.idle_timeout is not None:
-            sweeper = asyncio.ensure_future(self._sweep_idle(self.server.idle_timeout))
         try:
             await self.stop_event.wait()
         finally:
-            if isinstance(server, asyncio.Future):
-                server.cancel()
+            if server is None:
+                loop.remove_reader(self.listener.fileno())
             else:
                 server.close()
             self.listener.close()  # new clients are refused from here on
-            if sweeper is not None:
-                sweeper.cancel()
             await self._finish()
             loop.remove_reader(watch.fileno())
             if threading.current_thread() is threading.main_thread():
                 for signum in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(signum)
 
-    def _on_stopper(self) -> None:
-        stopper = self.server.stopper
-        stopper.drain()
-        if stopper.stopping:
-            self.forced = self.forced or stopper.forced
-            assert self.stop_event is not None and self.idle_changed is not None
-            self.stop_event.set()
-            self.idle_changed.set()
-
     async def _finish(self) -> None:
+        """Let open connections end: without limit for ``once``, else for ``grace``."""
         assert self.idle_changed is not None
-        deadline = time.monotonic() + self.server.grace
+        stopper = self.server.stopper
+        deadline: float | None = None
         while self.active and not self.forced:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if stopper.stopping and deadline is None:
+                deadline = time.monotonic() + self.server.grace
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
                 break
             self.idle_changed.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -147,6 +172,8 @@ class AsyncRunner:
         if self.active:
             _log.log.warning("grace period over: closing %d connection(s)", len(self.active))
             for tracked in list(self.active.values()):
+                if tracked.session is not None:
+                    tracked.session.abort(SocketeerError("closed at shutdown"))
                 if tracked.task is not None:
                     tracked.task.cancel()
                 if tracked.transport is not None:
@@ -157,33 +184,71 @@ class AsyncRunner:
             if tasks:
                 await asyncio.wait(tasks, timeout=2.0)
 
-    async def _accept_raw(self) -> None:
-        from .._sockio import local_address
-        from .core import BACKOFF, CAPACITY_ERRNOS
+    # -- raw sockets (exec, relay) ------------------------------------------------------
 
-        loop = asyncio.get_running_loop()
+    def _accept_raw(self) -> None:
+        """The listener is readable: take every waiting client (up to a batch)."""
         listening = self.listener.socket
-        while True:
+        for _ in range(ACCEPT_BATCH):
+            if not self.server.stopper.accepting:
+                return
             try:
-                sock, peername = await loop.sock_accept(listening)
+                sock, peername = listening.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
-                if exc.errno in CAPACITY_ERRNOS:
-                    _log.log.error("accept: %s; retrying in %.1fs", exc.strerror, BACKOFF)
-                    await asyncio.sleep(BACKOFF)
-                continue
-            peer = address_of(peername, self.server.address) if peername else None
-            if not self.server.admit(peer, len(self.active)):
-                sock.close()
-                continue
-            tracked = _Tracked(None, peername, self.server.address)
-            self.active[sock] = tracked
-            local = local_address(sock, self.server.address)
-            tracked.task = asyncio.ensure_future(self._serve_raw(sock, local, peer))
+                if exc.errno in RETRY_ACCEPT_ERRNOS:
+                    continue
+                if exc.errno in accept.CAPACITY_ERRNOS:
+                    self._out_of_capacity(exc)
+                    return
+                raise
+            self._serve_raw(sock, peername)
 
-    async def _serve_raw(self, sock: Any, local: Any, peer: Any) -> None:
+    def _out_of_capacity(self, exc: OSError) -> None:
+        """As ``accept.out_of_capacity``, but the loop backs off instead of sleeping."""
+        listening = self.listener.socket
+        refused = exc.errno in accept.DESCRIPTOR_ERRNOS and accept.reserve().refuse_one(listening)
+        _log.out_of_descriptors("accept", exc, refused)
+        if not refused:
+            self.loop.remove_reader(self.listener.fileno())
+            self.loop.call_later(accept.BACKOFF, self._resume_accepting)
+
+    def _resume_accepting(self) -> None:
+        if self.server.stopper.accepting and not self.listener.closed:
+            self.loop.add_reader(self.listener.fileno(), self._accept_raw)
+
+    def _serve_raw(self, sock: socket.socket, peername: Any) -> None:
+        server = self.server
+        like = server.address
+        admission = server.admission
+        if admission.needs_peer(len(self.active)) or server.once:
+            peer = address_of(peername, like) if peername else None
+            if not server.admit(peer, len(self.active)):
+                sock.close()
+                return
+        tracked = _Tracked(None, peername, like)
+        self.active[sock] = tracked
+        handler = server.handler
+        start = getattr(handler, "start_async", None)
+        if start is not None:
+
+            def finished(
+                bytes_in: int | None, bytes_out: int | None, error: BaseException | None
+            ) -> None:
+                self._closed(sock, bytes_in, bytes_out, error)
+
+            tracked.session = start(sock, peername, like, server.tls_context, finished)
+        else:
+            sock.setblocking(True)
+            tracked.task = asyncio.ensure_future(self._serve_socket(sock, tracked))
+        self._watch_idle(tracked)
+
+    async def _serve_socket(self, sock: socket.socket, tracked: _Tracked) -> None:
         error: BaseException | None = None
         try:
-            await self.server.handler.serve_socket_async(sock, local, peer)
+            local = local_address(sock, self.server.address)
+            await self.server.handler.serve_socket_async(sock, local, tracked.peer)
         except SocketeerError as exc:
             error = exc
         except asyncio.CancelledError:
@@ -192,14 +257,13 @@ class AsyncRunner:
             sock.close()
             self._closed(sock, None, None, error)
 
-    # -- admission and accounting ----------------------------------------------------
+    # -- admission, accounting and idle timers ----------------------------------------
 
     def _opened(self, key: Any, transport: Any) -> _Tracked | None:
         server = self.server
         # The common case (quiet, no lists, under the limit) asks the kernel
         # nothing and builds no Address: connections per second count.
-        limit = server.max_connections
-        screen = bool(server.access) or (limit is not None and len(self.active) >= limit)
+        screen = server.admission.needs_peer(len(self.active)) or server.once
         peername = None
         if screen or self.logging:
             peername = transport.get_extra_info("peername")
@@ -218,27 +282,37 @@ class AsyncRunner:
         tracked = self.active.pop(key, None)
         if tracked is None:
             return
+        if tracked.timer is not None:
+            tracked.timer.cancel()
         if self.logging:
             _log.closed(tracked.peer, tracked.started, bytes_in, bytes_out, error)
-        if self.stop_event is not None and self.stop_event.is_set():
+        if not self.server.stopper.accepting:
             assert self.idle_changed is not None
             self.idle_changed.set()  # _finish() waits for the last one
 
-    async def _sweep_idle(self, idle: float) -> None:
-        """Close connections with no traffic either way for ``idle`` seconds."""
-        while True:
-            await asyncio.sleep(min(idle / 4, 1.0))
-            now = time.monotonic()
-            for tracked in list(self.active.values()):
-                counters = tracked.counters
-                if counters is None:
-                    continue
-                total = counters.bytes_received + counters.bytes_sent
-                if total != tracked.last_total:
-                    tracked.last_total, tracked.last_change = total, now
-                elif now - tracked.last_change >= idle and tracked.transport is not None:
-                    _log.log.info("idle for %gs: closing %s", idle, tracked.peer)
-                    tracked.transport.close()
+    def _watch_idle(self, tracked: _Tracked) -> None:
+        idle = self.server.idle_timeout
+        if idle is not None:
+            tracked.timer = self.loop.call_later(idle, self._check_idle, tracked)
+
+    def _check_idle(self, tracked: _Tracked) -> None:
+        """A connection's idle deadline came: close it, or re-arm from its last activity."""
+        tracked.timer = None
+        idle = self.server.idle_timeout
+        assert idle is not None
+        now = time.monotonic()
+        if tracked.session is not None:
+            due = tracked.session.last_activity + idle  # exact: the pair stamps each move
+        else:
+            counters = tracked.counters
+            total = 0 if counters is None else counters.bytes_received + counters.bytes_sent
+            moved, tracked.last_total = total != tracked.last_total, total
+            due = now + idle if moved else now  # moved within the last period, or not at all
+        if due > now:
+            tracked.timer = self.loop.call_later(due - now, self._check_idle, tracked)
+            return
+        _log.log.info("idle for %gs: closing %s", idle, tracked.peer or "local client")
+        tracked.close()
 
     # -- protocol factories ---------------------------------------------------------------
 
@@ -251,6 +325,7 @@ class AsyncRunner:
                 tracked = runner._opened(self, transport)
                 if tracked is not None:
                     tracked.counters = self
+                    runner._watch_idle(tracked)
 
             def connection_lost(self, exc: Exception | None) -> None:
                 super().connection_lost(exc)
@@ -267,8 +342,6 @@ class AsyncRunner:
                 tracked = runner._opened(self, transport)
                 if tracked is None:
                     return
-                if runner.server.handler.takes_socket:
-                    transport.pause_reading()  # every byte is for the program
                 conn = Connection(
                     transport,
                     self,
@@ -277,6 +350,7 @@ class AsyncRunner:
                 )
                 tracked.counters = _Counters(self, conn)
                 tracked.task = asyncio.ensure_future(runner._serve(self, conn))
+                runner._watch_idle(tracked)
 
         return Served
 
@@ -294,6 +368,15 @@ class AsyncRunner:
         finally:
             conn.close()
             self._closed(key, conn.bytes_received, conn.bytes_sent, error)
+
+
+def _quiet_capacity_errors(loop: Any, context: dict[str, Any]) -> None:
+    """asyncio's own accept loop reports EMFILE with a traceback: make it one line."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and exc.errno in accept.CAPACITY_ERRNOS:
+        _log.out_of_descriptors("accept", exc, False)
+        return
+    loop.default_exception_handler(context)
 
 
 class _Counters:

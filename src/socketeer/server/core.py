@@ -6,6 +6,12 @@ the runner of its model (``threaded``, ``forking``, ``asynchronous``, or
 ``datagram`` for datagram sockets). ``workers=N`` puts a supervisor in front
 that forks N such runners sharing the socket (``workers``).
 
+Every model runner takes its lifecycle from the same ground-floor modules:
+``lifecycle`` (the stop request and the grace period), ``accept`` (the accept
+loop and what an accept failure means), ``admission`` (allow/deny and the
+connection limit) and ``idle`` (idle deadlines), so a relay (a handler that
+opens TO and copies) gets every model, workers, limits and logs for free.
+
 Shutdown is graceful: SIGTERM or SIGINT (or ``shutdown()``) stops accepting at
 once, lets open connections finish for up to ``grace`` seconds, then closes
 them; a second SIGINT closes everything at once. Loops are woken by a
@@ -14,101 +20,23 @@ socketpair, never by polling.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import signal
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterable
-from types import FrameType
 from typing import Any
 
 from .. import handlers
 from .._sockio import translate_errors
-from ..access import AccessList
+from .._tlsopt import server_context_for
 from ..address import Address
 from ..datagram import DatagramEndpoint, open_datagram
 from ..errors import UsageError
 from ..handlers.base import MODELS, Handler
 from ..listener import Listener, listen
-from . import _log
+from .admission import Admission
+from .lifecycle import Stopper
 
 __all__ = ["Server"]
-
-# accept() failures that mean "out of resources for now": log, back off, retry.
-CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
-BACKOFF = 0.1
-
-
-class Stopper:
-    """The stop request: flags plus a socketpair that wakes whatever loop waits."""
-
-    def __init__(self) -> None:
-        self._reader, self._writer = socket.socketpair()
-        self._reader.setblocking(False)
-        self._writer.setblocking(False)
-        self.stopping = False  # graceful: stop accepting, let connections finish
-        self.forced = False  # now: close everything
-        self._previous: dict[int, Any] = {}
-        self._closed = False
-
-    def requested(self) -> bool:
-        """Whether a stop was asked for (a call, so loops re-read it)."""
-        return self.stopping
-
-    def fileno(self) -> int:
-        return self._reader.fileno()
-
-    def wake(self) -> None:
-        with contextlib.suppress(OSError):  # a full pipe is already a wake-up
-            self._writer.send(b"\0")
-
-    def drain(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._reader.recv(4096):
-                pass
-
-    def wait(self, timeout: float | None = None) -> None:
-        """Block until woken (a signal, a stop, a child's exit) or ``timeout``."""
-        import select
-
-        select.select([self._reader], [], [], timeout)
-        self.drain()
-
-    def stop(self, forced: bool = False) -> None:
-        if self.stopping and not forced:
-            return
-        self.forced = self.forced or forced
-        self.stopping = True
-        self.wake()
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        # First SIGTERM/SIGINT: graceful. A second SIGINT: at once.
-        self.stop(forced=self.stopping and signum == signal.SIGINT)
-
-    def install_signals(self, extra: Iterable[int] = ()) -> None:
-        """Route SIGTERM and SIGINT (and ``extra``, e.g. SIGCHLD) here; main thread only."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for main_signal in (signal.SIGTERM, signal.SIGINT):
-            self._previous[main_signal] = signal.signal(main_signal, self._on_signal)
-        for signum in extra:
-            self._previous[signum] = signal.signal(signum, lambda s, f: self.wake())
-
-    def restore_signals(self) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.restore_signals()
-        self._reader.close()
-        self._writer.close()
 
 
 def _adopt_inherited(address: Address) -> socket.socket:
@@ -135,10 +63,12 @@ def _adopt_inherited(address: Address) -> socket.socket:
 class Server:
     """A concurrent server: ``Server(address, handler, model=...)`` then ``serve_forever()``.
 
-    ``handler`` is a built-in name (``"echo"``, ``"ack"``, ...), a ``Handler``,
-    or a function: ``def f(conn)`` for thread/fork, ``async def f(conn)`` for
-    async, ``def f(data, sender, endpoint)`` on a datagram socket. The socket
-    is bound at construction, so ``server.address`` has the real port.
+    ``handler`` is a built-in name (``"echo"``, ``"ack"``, ...), a ``Handler``
+    (a relay is one: ``socketeer.relay``), or a function: ``def f(conn)`` for
+    thread/fork, ``async def f(conn)`` for async, ``def f(data, sender,
+    endpoint)`` on a datagram socket. The socket is bound at construction, so
+    ``server.address`` has the real port. ``once`` serves one client, then
+    returns when it is done.
 
     Raises:
         UsageError: the handler does not fit the model or socket kind.
@@ -160,45 +90,39 @@ class Server:
         backlog: int = 1024,
         handler_args: Iterable[str] = (),
         tls: object | None = None,
+        once: bool = False,
     ) -> None:
         if model not in MODELS:
             raise UsageError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
         if workers < 0:
             raise UsageError("workers must be >= 0 (0 = one per CPU)")
-        if max_connections is not None and max_connections < 1:
-            raise UsageError("max_connections must be at least 1")
+        if once and workers > 1:
+            raise UsageError("once serves one client: it needs workers=1")
         self.model = model
         self.workers = workers or os.cpu_count() or 1
+        self.admission = Admission(allow, deny, max_connections)
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
-        self.access = AccessList(allow, deny)
         self.grace = grace
         self.backlog = backlog
+        self.once = once
         self.handler = handlers.resolve(handler, list(handler_args))
         target = Address.parse(address)
-        self.tls_context: Any = None
-        if target.is_tls or tls not in (None, False):
-            import ssl
-
-            from ..tls import TLSConfig, server_context
-
-            self.tls_context = (
-                tls
-                if isinstance(tls, ssl.SSLContext)
-                else server_context(tls if isinstance(tls, TLSConfig) else TLSConfig())
+        self.tls_context: Any = server_context_for(target, tls)
+        if self.tls_context is not None and self.handler.takes_socket:
+            raise UsageError(
+                f"handler {self.handler.name} hands the socket to a program: it cannot run over TLS"
             )
-            if self.handler.takes_socket:
-                raise UsageError(
-                    f"handler {self.handler.name} hands the socket to a program: "
-                    "it cannot run over TLS"
-                )
         self.listener: Listener | None = None
         self.endpoint: DatagramEndpoint | None = None
         self.reserved: socket.socket | None = None  # workers + SO_REUSEPORT: holds the port
         self._bind(target)
         self.datagram = self.endpoint is not None
         try:
+            if self.datagram and self.tls_context is not None:
+                raise UsageError(f"TLS needs a stream socket, not {self.address}")
             self.handler.check(model=model, workers=self.workers, datagram=self.datagram)
+            self.handler.configure(idle_timeout=idle_timeout)
         except BaseException:
             self.close()
             raise
@@ -212,6 +136,7 @@ class Server:
                 self.address = self.endpoint.local or target
             else:
                 self.listener = Listener.from_socket(sock)
+                self.listener.tls_context = self.tls_context  # TLS on an inherited socket
                 self.address = self.listener.address
             return
         if target.is_datagram:
@@ -233,10 +158,17 @@ class Server:
         self.listener = listen(target, backlog=self.backlog, tls=self.tls_context)
         self.address = self.listener.address
 
+    @property
+    def access(self) -> Any:
+        """The allow/deny lists (``socketeer.access.AccessList``)."""
+        return self.admission.access
+
     # -- running ------------------------------------------------------------------
 
     def serve_forever(self) -> None:
-        """Serve until SIGTERM/SIGINT or ``shutdown()``; then stop gracefully and return."""
+        """Serve until SIGTERM/SIGINT or ``shutdown()`` (or, with ``once``, until the one
+        client is done); then stop gracefully and return.
+        """
         try:
             if self.workers > 1:
                 from .workers import Supervisor
@@ -271,14 +203,12 @@ class Server:
         self.stopper.stop(forced=now)
 
     def admit(self, peer: Address | None, open_connections: int) -> bool:
-        """Whether to serve this client; logs the reason when not."""
-        if not self.access.permits(peer):
-            _log.refused(peer, "denied by --allow/--deny")
-            return False
-        if self.max_connections is not None and open_connections >= self.max_connections:
-            _log.refused(peer, f"{self.max_connections} connections open (max_connections)")
-            return False
-        return True
+        """Whether to serve this client; logs the reason when not (``admission``)."""
+        if self.admission.admit(peer, open_connections):
+            if self.once:
+                self.stopper.stop_accepting()  # this is the one
+            return True
+        return False
 
     def close(self) -> None:
         """Release the socket (and its file); idempotent."""
@@ -291,25 +221,10 @@ class Server:
         stopper = getattr(self, "stopper", None)
         if stopper is not None:
             stopper.close()
+        self.handler.close()
 
     def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def wait_until(predicate: Callable[[], bool], seconds: float, stopper: Stopper) -> bool:
-    """Wait up to ``seconds`` for ``predicate``, waking on the stopper; True if it held."""
-    import selectors
-
-    deadline = time.monotonic() + seconds
-    with selectors.DefaultSelector() as selector:
-        selector.register(stopper.fileno(), selectors.EVENT_READ)
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0 or stopper.forced:
-                return predicate()
-            selector.select(left)  # whoever changes the predicate wakes the stopper
-            stopper.drain()
-    return True

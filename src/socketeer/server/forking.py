@@ -16,8 +16,9 @@ import time
 from typing import TYPE_CHECKING
 
 from . import _log
-from .core import wait_until
-from .threaded import accept_loop, accept_ready, run_handler
+from .accept import accept_loop, accept_ready
+from .lifecycle import settle, wait_until
+from .serving import run_handler
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -102,7 +103,7 @@ class ForkRunner:
             self.reap()
             return not self.children
 
-        if wait_until(done, self.server.grace, self.stopper):
+        if settle(done, self.server.grace, self.stopper):
             return
         _log.log.warning("grace period over: stopping %d child(ren)", len(self.children))
         self._signal_children(signal.SIGTERM)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from .._sockio import bound_socket
 from ..listener import Listener
 from . import _log
-from .core import Stopper, wait_until
+from .lifecycle import Stopper, wait_until
 
 if TYPE_CHECKING:
     from .core import Server

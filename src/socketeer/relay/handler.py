@@ -1,0 +1,544 @@
+"""``RelayHandler``: a server handler that opens TO for each client and copies (SPEC §4, §6).
+
+A relay is a ``Server`` with this handler, so it takes the server's accept
+loop, admission, models, workers, grace period and connection log as they
+are. Per client it runs the same steps in every model:
+
+1. (FROM ``tls://``) the server's TLS handshake — done by the server for the
+   blocking models, stepped on the loop for the async one;
+2. (``accept_proxy_protocol``) read the PROXY header the load balancer sent;
+3. open TO: connect (TLS if ``tls://``) or start the ``exec:`` program;
+4. (``proxy_protocol``) send a PROXY header naming the original client: the
+   one the received header named, if there was one (chained proxies), else
+   the connected peer;
+5. copy both ways until both directions are done.
+
+The blocking models copy with ``stream.Pair`` (a thread per direction,
+``splice`` on Linux); the async model with ``looped.LoopPair`` (callbacks on
+the worker's one loop, no thread or task per pair).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import proxyproto
+from .._deadline import Deadline
+from .._sockio import address_of, local_address, translate_errors
+from .._tlsopt import client_setup_for
+from ..address import Address
+from ..connection import Connection, connect
+from ..errors import NetworkError, SocketeerError, Timeout, UsageError
+from ..handlers.base import Handler
+from ..server import _log
+from .endpoints import Endpoint, Program, Stdio
+from .stream import HAS_SPLICE, Pair, Side
+
+if TYPE_CHECKING:
+    from ..server.idle import IdleWatch
+
+__all__ = ["PROXY_HEADER_TIMEOUT", "RelayHandler"]
+
+PROXY_HEADER_TIMEOUT = 5.0
+
+
+class RelayHandler(Handler):
+    """Open ``target`` for each client and copy both ways.
+
+    Raises:
+        UsageError: a target that cannot be relayed to, a program that is not
+            installed, a PROXY version that does not exist.
+    """
+
+    name = "relay"
+    raw_socket = True  # the async model hands over the accepted socket (start_async)
+
+    def __init__(
+        self,
+        target: Endpoint,
+        *,
+        connect_timeout: float | None = 10.0,
+        zero_copy: bool = HAS_SPLICE,
+        proxy_protocol: str | None = None,
+        accept_proxy_protocol: bool = False,
+        observe: Callable[[bytes, str], None] | None = None,
+        tls_client: object = None,
+    ) -> None:
+        if isinstance(target, Address) and target.is_datagram:
+            raise UsageError(
+                f"{target} is a datagram address: a datagram relay needs datagram "
+                "addresses on both sides"
+            )
+        if isinstance(target, Address) and target.scheme in ("fd", "systemd"):
+            raise UsageError(f"TO must be an address to connect to, not {target}")
+        if isinstance(target, Program) and shutil.which(target.argv[0]) is None:
+            raise UsageError(f"exec: program not found: {target.argv[0]}")
+        if proxy_protocol not in (None, "v1", "v2"):
+            raise UsageError(f"--proxy-protocol takes v1 or v2, not {proxy_protocol!r}")
+        self.target = target
+        self.target_name = str(target)
+        self.connect_timeout = connect_timeout
+        self.zero_copy = zero_copy and HAS_SPLICE
+        self.proxy_protocol = proxy_protocol
+        self.accept_proxy_protocol = accept_proxy_protocol
+        self.observe = _serialised(observe)
+        self.tls_setup = (
+            client_setup_for(target, tls_client) if isinstance(target, Address) else None
+        )
+        self.idle_timeout: float | None = None
+        self._idle: IdleWatch | None = None
+        self._pairs: set[Pair] = set()
+        self._lock = threading.Lock()
+        self._loop_clients: set[LoopClient] = set()
+
+    def check(self, *, model: str, workers: int, datagram: bool) -> None:
+        if datagram:
+            raise UsageError(
+                "a datagram FROM needs a datagram TO (a datagram relay keeps a session per sender)"
+            )
+        if isinstance(self.target, Stdio) and (model != "thread" or workers != 1):
+            raise UsageError("TO - (standard I/O) needs the thread model and one worker")
+        super().check(model=model, workers=workers, datagram=datagram)
+
+    def configure(self, *, idle_timeout: float | None) -> None:
+        self.idle_timeout = idle_timeout
+
+    # -- the PROXY header -----------------------------------------------------------
+
+    def _proxy_header(self, source: Address | None, destination: Address | None) -> bytes:
+        encode = proxyproto.encode_v1 if self.proxy_protocol == "v1" else proxyproto.encode_v2
+        return encode(source, destination)
+
+    @staticmethod
+    def _header_names(
+        header: proxyproto.ProxyHeader, peer: Address | None, local: Address | None
+    ) -> tuple[Address | None, Address | None]:
+        """Who the client really is: the header's addresses (a LOCAL header names none)."""
+        if header.source is not None:
+            return header.source, header.destination
+        return peer, local
+
+    # -- blocking models (thread, fork) -----------------------------------------------
+
+    def serve(self, conn: Connection) -> None:
+        """One client, in its own thread or child: set up, copy, account."""
+        source, destination = conn.peer, conn.local
+        prefix = b""
+        if self.accept_proxy_protocol:
+            header, prefix = _read_proxy_header(conn)
+            source, destination = self._header_names(header, source, destination)
+        conn.timeout = None  # from here on the idle timer watches the pair
+        upstream = self._open_target(source, destination)
+        try:
+            if prefix:  # bytes that came with the PROXY header belong to the stream
+                with translate_errors("send", self.target_name):
+                    if upstream.sock is not None:
+                        upstream.sock.sendall(prefix)  # through TLS when TO is tls://
+                    else:
+                        _write_all(upstream.write_fd, prefix)
+        except BaseException:
+            upstream.close()
+            raise
+        sock, _ = conn.detach()  # the pair owns the socket now
+        client = Side.of_socket(sock, str(source or "client"))
+        pair = Pair(client, upstream, zero_copy=self.zero_copy, observe=self.observe)
+        watched = _Watched(pair)
+        with self._lock:
+            self._pairs.add(pair)
+        if self.idle_timeout is not None:
+            self._idle_watch().watch(watched, lambda: self._idle_out(pair, source))
+        try:
+            pair.run()
+        finally:
+            watched.finished = True
+            with self._lock:
+                self._pairs.discard(pair)
+            conn.bytes_received += pair.bytes_up
+            conn.bytes_sent += pair.bytes_down
+        if pair.error is not None:
+            raise pair.error
+
+    def _idle_watch(self) -> IdleWatch:
+        if self._idle is None:
+            from ..server.idle import IdleWatch
+
+            with self._lock:
+                if self._idle is None:
+                    assert self.idle_timeout is not None
+                    self._idle = IdleWatch(self.idle_timeout)
+        return self._idle
+
+    def _idle_out(self, pair: Pair, peer: Address | None) -> None:
+        _log.log.info("idle for %gs: closing %s", self.idle_timeout, peer or "local client")
+        pair.error = pair.error or Timeout(f"idle for {self.idle_timeout:g}s")
+        pair.abort()
+
+    def _open_target(self, source: Address | None, destination: Address | None) -> Side:
+        """TO for one client, as a ``Side`` (a connected socket, a program, stdio)."""
+        target = self.target
+        if isinstance(target, Stdio):
+            return Side.of_stdio()
+        if isinstance(target, Program):
+            try:
+                proc = subprocess.Popen(target.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            except OSError as exc:
+                raise NetworkError(f"exec: cannot run {target.argv[0]}: {exc.strerror}") from None
+            return Side.of_program(proc, self.target_name)
+        upstream = self._connect(target)
+        if self.proxy_protocol is not None:
+            upstream.send(self._proxy_header(source, destination))
+        sock, _ = upstream.detach()
+        return Side.of_socket(sock, self.target_name)
+
+    def _connect(self, target: Address) -> Connection:
+        tls = self.tls_setup[1] if self.tls_setup is not None else None
+        return connect(target, timeout=self.connect_timeout, tls=tls)
+
+    # -- the async model ------------------------------------------------------------------
+
+    def start_async(
+        self,
+        sock: socket.socket,
+        peername: Any,
+        like: Address,
+        tls_context: Any,
+        finished: Callable[[int | None, int | None, BaseException | None], None],
+    ) -> LoopClient:
+        """Serve an accepted socket on the running loop; ``finished`` is called once at the end."""
+        client = LoopClient(self, sock, peername, like, tls_context, finished)
+        self._loop_clients.add(client)
+        return client
+
+    def close(self) -> None:
+        """Cut every pair still open (the end of a grace period, or the server's close)."""
+        with self._lock:
+            pairs = list(self._pairs)
+        for pair in pairs:
+            pair.abort()
+        for client in list(self._loop_clients):
+            client.abort(SocketeerError("closed at shutdown"))
+        if self._idle is not None:
+            self._idle.close()
+            self._idle = None
+
+
+class LoopClient:
+    """One client of the async relay: a set-up task, then a ``LoopPair`` on callbacks."""
+
+    __slots__ = (
+        "finished",
+        "handler",
+        "like",
+        "pair",
+        "peername",
+        "sock",
+        "started",
+        "task",
+        "tls_context",
+    )
+
+    def __init__(  # noqa: PLR0917 - made in one place, start_async
+        self,
+        handler: RelayHandler,
+        sock: socket.socket,
+        peername: Any,
+        like: Address,
+        tls_context: Any,
+        finished: Callable[[int | None, int | None, BaseException | None], None],
+    ) -> None:
+        from .looped import LoopPair
+
+        self.handler = handler
+        self.sock: Any = sock
+        self.peername = peername
+        self.like = like
+        self.tls_context = tls_context
+        self.finished = finished
+        self.started = time.monotonic()
+        self.pair: LoopPair | None = None
+        self.task: asyncio.Task[None] | None = asyncio.ensure_future(self._set_up())
+
+    @property
+    def last_activity(self) -> float:
+        return self.pair.last_activity if self.pair is not None else self.started
+
+    @property
+    def peer(self) -> Address | None:
+        return address_of(self.peername, self.like) if self.peername else None
+
+    async def _set_up(self) -> None:
+        from .looped import LoopPair, loop_resources
+
+        handler = self.handler
+        loop = asyncio.get_running_loop()
+        upstream: Any = None
+        program: Any = None
+        try:
+            self.sock.setblocking(False)
+            if self.tls_context is not None:
+                from ..tls import ServerHandshake
+
+                where = f"client {self.peer or 'local client'}"
+                handshake = ServerHandshake(self.sock, self.tls_context, where)
+                self.sock = handshake.sock
+                await _step(loop, handshake)
+            source, destination = self.peer, None
+            prefix = b""
+            if handler.accept_proxy_protocol or handler.proxy_protocol is not None:
+                destination = local_address(self.sock, self.like)
+            if handler.accept_proxy_protocol:
+                header, prefix = await _read_proxy_header_async(loop, self.sock)
+                source, destination = handler._header_names(header, source, destination)
+            target = handler.target
+            if isinstance(target, Program):
+                upstream, program = await _start_program(target)
+            else:
+                assert isinstance(target, Address)
+                from ..aio.connection import connected_socket_async
+
+                upstream = await connected_socket_async(target, Deadline(handler.connect_timeout))
+                if handler.tls_setup is not None:
+                    from ..tls import ClientHandshake
+
+                    stepped = ClientHandshake(upstream, target, handler.tls_setup)
+                    upstream = stepped.sock
+                    await _step(loop, stepped)
+            first = prefix
+            if handler.proxy_protocol is not None:
+                first = handler._proxy_header(source, destination) + prefix
+            if first:
+                await _send_all(loop, upstream, first, handler.target_name)
+            pool, buffer = loop_resources(loop)
+            done: asyncio.Future[None] | None = loop.create_future() if program else None
+            self.pair = LoopPair(
+                loop,
+                self.sock,
+                upstream,
+                pool=pool,
+                buffer=buffer,
+                on_end=self._ended if done is None else lambda p: done.set_result(None),
+                upstream_name=handler.target_name,
+                zero_copy=handler.zero_copy,
+                observe=handler.observe,
+            )
+            upstream = None
+            self.pair.start()
+            if done is None:
+                return  # the pair runs on callbacks: no task from here on
+            try:
+                await done  # a program: reap it when the pair is over
+            finally:
+                await _stop_program(program)
+            self._ended(self.pair)
+        except asyncio.CancelledError:
+            self._fail(upstream, SocketeerError("closed at shutdown"))
+        except SocketeerError as exc:
+            self._fail(upstream, exc)
+        except OSError as exc:
+            from .._sockio import error_for
+
+            self._fail(upstream, error_for(exc, "relay", handler.target_name, None))
+        finally:
+            self.task = None
+
+    def _fail(self, upstream: Any, error: SocketeerError) -> None:
+        if self.pair is not None:
+            self.pair.abort(error)
+            if self.pair.on_end is not self._ended:
+                self._ended(self.pair)
+            return
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if upstream is not None:
+            with contextlib.suppress(OSError):
+                upstream.close()
+        self.handler._loop_clients.discard(self)
+        _log.log.warning("%s: %s; closing", self.peer or "local client", error)
+        self.finished(0, 0, error)
+
+    def _ended(self, pair: Any) -> None:
+        self.handler._loop_clients.discard(self)
+        self.finished(pair.bytes_up, pair.bytes_down, pair.error)
+
+    def abort(self, reason: SocketeerError | None = None) -> None:
+        """Cut this client now (idle timeout, forced shutdown)."""
+        if self.task is not None:
+            self.task.cancel()
+        elif self.pair is not None:
+            self.pair.abort(reason)
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+class _Watched:
+    """A blocking pair as the idle timer sees it."""
+
+    __slots__ = ("finished", "pair")
+
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+        self.finished = False
+
+    @property
+    def last_activity(self) -> float:
+        return self.pair.last_activity
+
+
+def _serialised(
+    observe: Callable[[bytes, str], None] | None,
+) -> Callable[[bytes, str], None] | None:
+    """Threads (one per direction) share the observer: one dump at a time."""
+    if observe is None:
+        return None
+    lock = threading.Lock()
+
+    def see(data: bytes, marker: str) -> None:
+        with lock:
+            observe(data, marker)
+
+    return see
+
+
+def _read_proxy_header(conn: Connection) -> tuple[proxyproto.ProxyHeader, bytes]:
+    """The client's PROXY header and whatever bytes came after it.
+
+    Raises:
+        ProxyProtocolError: missing or malformed. Timeout: it did not come.
+    """
+    deadline = Deadline(PROXY_HEADER_TIMEOUT)
+    buffer = b""
+    while True:
+        found = proxyproto.parse_proxy_header(buffer)
+        if found is not None:
+            header, used = found
+            return header, buffer[used:]
+        conn.timeout = deadline.remaining()
+        data = conn.recv()
+        if not data:
+            raise proxyproto.ProxyProtocolError("connection closed before a PROXY header")
+        buffer += data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+async def _ready(loop: Any, fd: int, write: bool, deadline: float | None = None) -> None:
+    """Wait until ``fd`` is readable (or writable), or raise ``Timeout`` at ``deadline``."""
+    waiter = loop.create_future()
+    add, remove = (
+        (loop.add_writer, loop.remove_writer)
+        if write
+        else (
+            loop.add_reader,
+            loop.remove_reader,
+        )
+    )
+    add(fd, lambda: waiter.done() or waiter.set_result(None))
+    try:
+        if deadline is None:
+            await waiter
+        else:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout("timed out")
+            try:
+                await asyncio.wait_for(waiter, left)
+            except (asyncio.TimeoutError, TimeoutError):
+                raise Timeout("timed out") from None
+    finally:
+        remove(fd)
+
+
+async def _step(loop: Any, handshake: Any) -> None:
+    """Drive a stepped TLS handshake on the loop until done (or its deadline)."""
+    fd = handshake.sock.fileno()
+    while not handshake.step():
+        try:
+            await _ready(loop, fd, handshake.wants_write, handshake.deadline)
+        except Timeout:
+            raise handshake.expire() from None
+
+
+def _would_block() -> tuple[type[BaseException], ...]:
+    import sys
+
+    ssl = sys.modules.get("ssl")
+    if ssl is None:
+        return (BlockingIOError,)
+    return (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+async def _read_proxy_header_async(loop: Any, sock: Any) -> tuple[proxyproto.ProxyHeader, bytes]:
+    deadline = time.monotonic() + PROXY_HEADER_TIMEOUT
+    buffer = b""
+    would_block = _would_block()
+    while True:
+        found = proxyproto.parse_proxy_header(buffer)
+        if found is not None:
+            header, used = found
+            return header, buffer[used:]
+        try:
+            data = sock.recv(65536)
+        except would_block:
+            try:
+                await _ready(loop, sock.fileno(), False, deadline)
+            except Timeout:
+                raise Timeout(f"no PROXY header within {PROXY_HEADER_TIMEOUT:g}s") from None
+            continue
+        except OSError as exc:
+            from .._sockio import error_for
+
+            raise error_for(exc, "recv", "client", None) from None
+        if not data:
+            raise proxyproto.ProxyProtocolError("connection closed before a PROXY header")
+        buffer += data
+
+
+async def _send_all(loop: Any, sock: Any, data: bytes, where: str) -> None:
+    view = memoryview(data)
+    would_block = _would_block()
+    while view:
+        try:
+            with translate_errors("send", where):
+                sent = sock.send(view)
+        except would_block:
+            await _ready(loop, sock.fileno(), True)
+            continue
+        view = view[sent:]
+
+
+async def _start_program(target: Program) -> tuple[socket.socket, Any]:
+    """``exec:`` on the loop: the program's stdin and stdout are one end of a socketpair."""
+    ours, theirs = socket.socketpair()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *target.argv, stdin=theirs.fileno(), stdout=theirs.fileno()
+        )
+    except OSError as exc:
+        ours.close()
+        raise NetworkError(f"exec: cannot run {target.argv[0]}: {exc.strerror}") from None
+    finally:
+        theirs.close()
+    return ours, proc
+
+
+async def _stop_program(proc: Any) -> None:
+    if proc.returncode is None:
+        try:
+            await asyncio.wait_for(proc.wait(), 5.0)
+        except (asyncio.TimeoutError, TimeoutError):
+            proc.kill()
+            await proc.wait()
