@@ -96,16 +96,25 @@ def add_access(parser: argparse.ArgumentParser, verb: str) -> None:
 
 
 def add_server(
-    parser: argparse.ArgumentParser, *, each: str, where: str, default_model: str | None
+    parser: argparse.ArgumentParser,
+    *,
+    each: str,
+    where: str,
+    default_model: str | None,
+    default_note: str | None = None,
 ) -> None:
-    """How a server runs and logs (``ServerOptions``); ``each`` names what it serves."""
+    """How a server runs and logs (``ServerOptions``); ``each`` names what it serves.
+
+    ``default_model=None`` leaves the choice to the library (the relay's
+    depends on TO); ``default_note`` then says what it picks.
+    """
     group = parser.add_argument_group("server")
-    shown = " (default)" if default_model == "thread" else ""
     group.add_argument(
         "--model",
         choices=("thread", "fork", "async"),
         default=default_model,
-        help=f"a thread per {each}{shown}, a process per {each}, or one event loop",
+        help=f"a thread per {each}, a process per {each}, or one event loop "
+        f"(default {default_note or default_model})",
     )
     group.add_argument(
         "--workers",

@@ -157,7 +157,13 @@ def _relay(commands: _Commands) -> None:
         action="store_true",
         help="copy through buffers instead of splice (zero-copy)",
     )
-    add_server(parser, each="pair", where="FROM", default_model=None)
+    add_server(
+        parser,
+        each="pair",
+        where="FROM",
+        default_model=None,
+        default_note="async; thread when TO is -",
+    )
     add_access(parser, "relay")
     add_tls(parser, server=True, client=True)
     add_output(parser)

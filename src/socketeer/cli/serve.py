@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
         address,
         args.handler,
         handler_args=args.args,
-        model=options.model or "thread",
+        model=options.model or "thread",  # the parser's default: never None here
         workers=options.workers,
         max_connections=options.max_connections,
         idle_timeout=IdleOptions.from_args(args).seconds,
