@@ -22,6 +22,13 @@ from socketeer.proxyproto import encode_v2, parse_proxy_header
 from .conftest import SOCKETEER, Background, cli_env, require_peer
 
 BLOCK = 1 << 20
+MODELS = ["thread", "fork", "async"]
+
+
+@pytest.fixture(params=MODELS)
+def model(request: pytest.FixtureRequest) -> str:
+    """Every stream relay test runs in every server model."""
+    return str(request.param)
 
 
 def blocks(count: int, seed: bytes) -> Iterator[bytes]:
@@ -99,13 +106,18 @@ def relay_stop(relay: Background) -> tuple[str, int]:
     [("tcp", "tcp", True), ("tcp", "tcp", False), ("tcp", "unix", True), ("unix", "tcp", True)],
 )
 def test_200_mb_each_way_at_once(
-    front: str, back: str, splice: bool, background: type[Background], sockdir: Path
+    front: str, back: str, splice: bool, background: type[Background], sockdir: Path, model: str
 ) -> None:
     size = 200
     upstream = SwapServer("tcp://127.0.0.1:0" if back == "tcp" else f"unix:{sockdir}/up.sock", size)
     listen_on = "tcp://127.0.0.1:0" if front == "tcp" else f"unix:{sockdir}/front.sock"
     relay, address = start_relay(
-        background, *([] if splice else ["--no-splice"]), listen_on, upstream.address
+        background,
+        "--model",
+        model,
+        *([] if splice else ["--no-splice"]),
+        listen_on,
+        upstream.address,
     )
     with socketeer.connect(address, timeout=30) as client:
         got = exchange(client.socket, size, b"up")
@@ -143,13 +155,13 @@ def test_stdio_to_tcp_200_mb_each_way(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_50_concurrent_pairs_of_2_mb(background: type[Background]) -> None:
+def test_50_concurrent_pairs_of_2_mb(background: type[Background], model: str) -> None:
     echo = background(
         [*SOCKETEER, "serve", "--model", "async", "-q", "tcp://127.0.0.1:0", "echo"],
         stdin=subprocess.DEVNULL,
     )
     echo_address = _listening_quietly(echo)
-    relay, address = start_relay(background, "tcp://127.0.0.1:0", echo_address)
+    relay, address = start_relay(background, "--model", model, "tcp://127.0.0.1:0", echo_address)
 
     async def one(i: int) -> bool:
         payload = hashlib.shake_256(b"pair %d" % i).digest(2 * BLOCK)
@@ -196,11 +208,13 @@ def _owned_by(pid: int, inode: str) -> bool:
 # -- semantics ---------------------------------------------------------------------------
 
 
-def test_half_close_request_then_whole_reply(background: type[Background]) -> None:
+def test_half_close_request_then_whole_reply(background: type[Background], model: str) -> None:
     sorter = background(
         [*SOCKETEER, "serve", "tcp://127.0.0.1:0", "exec", "--", "sort"], stdin=subprocess.DEVNULL
     )
-    relay, address = start_relay(background, "-v", "tcp://127.0.0.1:0", sorter.wait_listening())
+    relay, address = start_relay(
+        background, "--model", model, "-v", "tcp://127.0.0.1:0", sorter.wait_listening()
+    )
     result = subprocess.run(
         [*SOCKETEER, "connect", address],
         input=b"pear\napple\nfig\n",
@@ -210,12 +224,14 @@ def test_half_close_request_then_whole_reply(background: type[Background]) -> No
         check=False,
     )
     assert result.stdout == b"apple\nfig\npear\n"
-    relay.wait_for_stderr(b"15 bytes up, 15 bytes down")
+    relay.wait_for_stderr(b"15 bytes in, 15 bytes out")
     relay_stop(relay)
 
 
-def test_exec_target_and_once(background: type[Background]) -> None:
-    relay, address = start_relay(background, "--once", "tcp://127.0.0.1:0", "exec:sort -r")
+def test_exec_target_and_once(background: type[Background], model: str) -> None:
+    relay, address = start_relay(
+        background, "--model", model, "--once", "tcp://127.0.0.1:0", "exec:sort -r"
+    )
     with socketeer.connect(address, timeout=10) as conn:
         conn.send(b"a\nc\nb\n")
         conn.shutdown_write()
@@ -224,10 +240,10 @@ def test_exec_target_and_once(background: type[Background]) -> None:
     assert code == 0
 
 
-def test_hexdump_of_a_pair(background: type[Background], tmp_path: Path) -> None:
+def test_hexdump_of_a_pair(background: type[Background], tmp_path: Path, model: str) -> None:
     dump = tmp_path / "dump.txt"
     relay, address = start_relay(
-        background, "--hexdump", str(dump), "tcp://127.0.0.1:0", "exec:cat"
+        background, "--model", model, "--hexdump", str(dump), "tcp://127.0.0.1:0", "exec:cat"
     )
     with socketeer.connect(address, timeout=10) as conn:
         conn.send(b"hi")
@@ -243,14 +259,18 @@ def test_hexdump_of_a_pair(background: type[Background], tmp_path: Path) -> None
 
 
 @pytest.mark.peer
-def test_socat_client_through_relay_to_ncat_server(background: type[Background]) -> None:
+def test_socat_client_through_relay_to_ncat_server(
+    background: type[Background], model: str
+) -> None:
     ncat, socat = require_peer("ncat"), require_peer("socat")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # ncat cannot bind port 0 and tell us the port
     server = background([ncat, "-v", "-l", "127.0.0.1", str(port)])
     server.wait_for_stderr(b"Listening on")
-    relay, address = start_relay(background, "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{port}")
+    relay, address = start_relay(
+        background, "--model", model, "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{port}"
+    )
     relay_port = socketeer.Address.parse(address).port
     assert server.proc.stdin is not None
     server.proc.stdin.write(b"from ncat\n")
@@ -270,13 +290,17 @@ def test_socat_client_through_relay_to_ncat_server(background: type[Background])
 
 
 @pytest.mark.peer
-def test_ncat_client_through_relay_to_socat_server(background: type[Background]) -> None:
+def test_ncat_client_through_relay_to_socat_server(
+    background: type[Background], model: str
+) -> None:
     ncat, socat = require_peer("ncat"), require_peer("socat")
     server = background([socat, "-d", "-d", "TCP-LISTEN:0,bind=127.0.0.1", "SYSTEM:'tr a-z A-Z'"])
     server.wait_for_stderr(b"listening on")
     line = next(x for x in server.stderr_lines if b"listening on" in x)
     port = int(line.rsplit(b":", 1)[1])
-    relay, address = start_relay(background, "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{port}")
+    relay, address = start_relay(
+        background, "--model", model, "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{port}"
+    )
     relay_port = str(socketeer.Address.parse(address).port)
     result = subprocess.run(
         [ncat, "127.0.0.1", relay_port],
@@ -310,7 +334,7 @@ def wait_fds(pid: int, expected: int) -> None:
         time.sleep(0.05)
 
 
-def test_faults_leave_no_descriptors_behind(background: type[Background]) -> None:
+def test_faults_leave_no_descriptors_behind(background: type[Background], model: str) -> None:
     refusing = socket.socket()
     refusing.bind(("127.0.0.1", 0))
     refused_port = refusing.getsockname()[1]
@@ -318,7 +342,7 @@ def test_faults_leave_no_descriptors_behind(background: type[Background]) -> Non
     try:
         # 1. upstream refuses: the client is closed, the error logged, the relay keeps serving.
         relay, address = start_relay(
-            background, "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{refused_port}"
+            background, "--model", model, "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{refused_port}"
         )
         pid = relay.proc.pid
         time.sleep(0.2)
@@ -331,7 +355,9 @@ def test_faults_leave_no_descriptors_behind(background: type[Background]) -> Non
         relay_stop(relay)
 
         # 2-4 go to a live upstream that misbehaves in turn.
-        relay, address = start_relay(background, "tcp://127.0.0.1:0", str(upstream.address))
+        relay, address = start_relay(
+            background, "--model", model, "tcp://127.0.0.1:0", str(upstream.address)
+        )
         pid = relay.proc.pid
         time.sleep(0.2)
         baseline = fd_count(pid)
@@ -437,11 +463,17 @@ def test_udp_session_table_is_bounded(background: type[Background]) -> None:
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_proxy_protocol_tells_the_upstream_who_connected(
-    version: str, background: type[Background]
+    version: str, background: type[Background], model: str
 ) -> None:
     with socketeer.listen("tcp://127.0.0.1:0") as upstream:
         relay, address = start_relay(
-            background, "--proxy-protocol", version, "tcp://127.0.0.1:0", str(upstream.address)
+            background,
+            "--model",
+            model,
+            "--proxy-protocol",
+            version,
+            "tcp://127.0.0.1:0",
+            str(upstream.address),
         )
         with socketeer.connect(address, timeout=10) as client:
             client.send(b"payload")
@@ -458,9 +490,9 @@ def test_proxy_protocol_tells_the_upstream_who_connected(
         relay_stop(relay)
 
 
-def test_accept_proxy_protocol(background: type[Background]) -> None:
+def test_accept_proxy_protocol(background: type[Background], model: str) -> None:
     relay, address = start_relay(
-        background, "--accept-proxy-protocol", "tcp://127.0.0.1:0", "exec:cat"
+        background, "--model", model, "--accept-proxy-protocol", "tcp://127.0.0.1:0", "exec:cat"
     )
     header = encode_v2(
         socketeer.Address.parse("tcp://203.0.113.7:4242"),
@@ -523,7 +555,7 @@ def test_stdio_relay_to_a_refused_port_exits_1() -> None:
 # -- limits --------------------------------------------------------------------------------
 
 
-def test_idle_timeout_ends_a_silent_pair(background: type[Background]) -> None:
+def test_idle_timeout_ends_a_silent_pair(background: type[Background], model: str) -> None:
     with socketeer.listen("tcp://127.0.0.1:0") as upstream:
         relay, address = start_relay(
             background, "-v", "-i", "0.5", "tcp://127.0.0.1:0", str(upstream.address)
@@ -535,14 +567,16 @@ def test_idle_timeout_ends_a_silent_pair(background: type[Background]) -> None:
                 assert 0.4 < time.monotonic() - started < 5
                 far_end.timeout = 5
                 assert far_end.recv() == b""
-        relay.wait_for_stderr(b"pair idle for 0.5s: closing")
+        relay.wait_for_stderr(b"idle for 0.5s: closing")
         relay_stop(relay)
 
 
-def test_max_conns_and_deny(background: type[Background]) -> None:
+def test_max_conns_and_deny(background: type[Background], model: str) -> None:
     with socketeer.listen("tcp://127.0.0.1:0") as upstream:
         relay, address = start_relay(
             background,
+            "--model",
+            model,
             "--max-conns",
             "1",
             "--deny",
@@ -565,7 +599,7 @@ def test_max_conns_and_deny(background: type[Background]) -> None:
             assert denied.recv(1) == b""
         finally:
             denied.close()
-        relay.wait_for_stderr(b"1 connections open (--max-conns)")
+        relay.wait_for_stderr(b"1 connections open (max_connections)")
         relay.wait_for_stderr(b"denied by --allow/--deny")
         relay_stop(relay)
 

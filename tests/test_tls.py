@@ -585,9 +585,10 @@ def _echo_through(address: str, tls: TLSConfig | None, size: int) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model", ["thread", "fork", "async"])
 @pytest.mark.parametrize("terminate", [True, False], ids=["tls-to-tcp", "tcp-to-tls"])
 def test_20_mb_through_a_tls_relay(
-    terminate: bool, certs: Certs, background: type[Background]
+    terminate: bool, model: str, certs: Certs, background: type[Background]
 ) -> None:
     upstream_argv = [*SOCKETEER, "serve", "--model", "async"]
     if terminate:  # the relay speaks TLS to its clients, plain TCP upstream
@@ -600,7 +601,9 @@ def test_20_mb_through_a_tls_relay(
         relay_argv = ["--cert", certs.server, "tls://127.0.0.1:0", upstream_address]
     else:
         relay_argv = ["--ca", certs.ca, "tcp://127.0.0.1:0", upstream_address]
-    relay = background([*SOCKETEER, "relay", "-v", *relay_argv], stdin=subprocess.DEVNULL)
+    relay = background(
+        [*SOCKETEER, "relay", "-v", "--model", model, *relay_argv], stdin=subprocess.DEVNULL
+    )
     address = relay.wait_listening()
     client_tls = TLSConfig(ca=certs.ca) if terminate else None
     assert _echo_through(address, client_tls, 20 * 1024 * 1024)
@@ -608,7 +611,7 @@ def test_20_mb_through_a_tls_relay(
         # The client's close reaches the plain upstream as EOF; the echo server
         # closes, and the pair ends. (A TLS upstream cannot be half-closed: that
         # pair lasts until TO closes or --idle-timeout.)
-        relay.wait_for_stderr(b"20971520 bytes up, 20971520 bytes down")
+        relay.wait_for_stderr(b"20971520 bytes in, 20971520 bytes out")
     relay.proc.terminate()
     _, err, code = relay.finish()
     assert code == 0, err
@@ -699,10 +702,22 @@ def test_alpn_and_minimum_version(certs: Certs, tls_server) -> None:  # type: ig
         socketeer.connect(address, tls=old, timeout=10)
 
 
-def test_tls_relay_with_stdio_and_exec(certs: Certs, background: type[Background]) -> None:
+@pytest.mark.parametrize("model", ["thread", "fork", "async"])
+def test_tls_relay_with_stdio_and_exec(
+    model: str, certs: Certs, background: type[Background]
+) -> None:
     # exec: behind a TLS front
     relay = background(
-        [*SOCKETEER, "relay", "--cert", certs.server, "tls://127.0.0.1:0", "exec:cat"],
+        [
+            *SOCKETEER,
+            "relay",
+            "--model",
+            model,
+            "--cert",
+            certs.server,
+            "tls://127.0.0.1:0",
+            "exec:cat",
+        ],
         stdin=subprocess.DEVNULL,
     )  # cat does not buffer its output
     address = relay.wait_listening()

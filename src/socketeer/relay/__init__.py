@@ -86,8 +86,7 @@ def relay(
         return DatagramRelay(src, dst, idle_timeout=idle_timeout, **sessions)
     if src_datagram:
         raise UsageError(
-            f"{src} is a datagram address: a datagram relay needs datagram "
-            "addresses on both sides"
+            f"{src} is a datagram address: a datagram relay needs datagram addresses on both sides"
         )
     if isinstance(src, Program):
         raise UsageError("exec: can only be the TO side of a relay")
@@ -103,7 +102,7 @@ def relay(
     if isinstance(src, Stdio):
         from .core import StdioRelay
 
-        return StdioRelay(handler)
+        return StdioRelay(handler, idle_timeout=idle_timeout)
     from ..server.core import Server
 
     if model is None:

@@ -25,8 +25,9 @@ class StdioRelay:
 
     address: Address | None = None  # nothing is listened on
 
-    def __init__(self, handler: RelayHandler) -> None:
+    def __init__(self, handler: RelayHandler, *, idle_timeout: float | None = None) -> None:
         self.handler = handler
+        handler.configure(idle_timeout=idle_timeout)
         self.stopper = Stopper()
         self._pair: Pair | None = None
 
@@ -49,7 +50,11 @@ class StdioRelay:
                     zero_copy=self.handler.zero_copy,
                     observe=self.handler.observe,
                 )
-                self._pair.run()
+                watched = self.handler.watch_idle(self._pair, None)
+                try:
+                    self._pair.run()
+                finally:
+                    watched.finished = True
                 if self._pair.error is not None:
                     failure.append(self._pair.error)
                 else:
@@ -74,6 +79,7 @@ class StdioRelay:
     def close(self) -> None:
         if self._pair is not None:
             self._pair.abort()
+        self.handler.close()
         self.stopper.close()
 
     def __enter__(self) -> StdioRelay:

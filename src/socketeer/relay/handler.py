@@ -132,6 +132,31 @@ class RelayHandler(Handler):
     def serve(self, conn: Connection) -> None:
         """One client, in its own thread or child: set up, copy, account."""
         source, destination = conn.peer, conn.local
+        try:
+            upstream = self._set_up(conn)
+        except SocketeerError as exc:
+            _log.log.warning("%s: %s; closing", source or "local client", exc)
+            raise
+        sock, _ = conn.detach()  # the pair owns the socket now
+        client = Side.of_socket(sock, str(source or "client"))
+        pair = Pair(client, upstream, zero_copy=self.zero_copy, observe=self.observe)
+        with self._lock:
+            self._pairs.add(pair)
+        watched = self.watch_idle(pair, source)
+        try:
+            pair.run()
+        finally:
+            watched.finished = True
+            with self._lock:
+                self._pairs.discard(pair)
+            conn.bytes_received += pair.bytes_up
+            conn.bytes_sent += pair.bytes_down
+        if pair.error is not None:
+            raise pair.error
+
+    def _set_up(self, conn: Connection) -> Side:
+        """Steps 2 to 4 for a blocking connection: the PROXY header, TO, what goes first."""
+        source, destination = conn.peer, conn.local
         prefix = b""
         if self.accept_proxy_protocol:
             header, prefix = _read_proxy_header(conn)
@@ -148,24 +173,14 @@ class RelayHandler(Handler):
         except BaseException:
             upstream.close()
             raise
-        sock, _ = conn.detach()  # the pair owns the socket now
-        client = Side.of_socket(sock, str(source or "client"))
-        pair = Pair(client, upstream, zero_copy=self.zero_copy, observe=self.observe)
+        return upstream
+
+    def watch_idle(self, pair: Pair, peer: Address | None) -> _Watched:
+        """Put ``pair`` under the idle timer (if there is one); mark the result finished."""
         watched = _Watched(pair)
-        with self._lock:
-            self._pairs.add(pair)
         if self.idle_timeout is not None:
-            self._idle_watch().watch(watched, lambda: self._idle_out(pair, source))
-        try:
-            pair.run()
-        finally:
-            watched.finished = True
-            with self._lock:
-                self._pairs.discard(pair)
-            conn.bytes_received += pair.bytes_up
-            conn.bytes_sent += pair.bytes_down
-        if pair.error is not None:
-            raise pair.error
+            self._idle_watch().watch(watched, lambda: self._idle_out(pair, peer))
+        return watched
 
     def _idle_watch(self) -> IdleWatch:
         if self._idle is None:
@@ -178,8 +193,8 @@ class RelayHandler(Handler):
         return self._idle
 
     def _idle_out(self, pair: Pair, peer: Address | None) -> None:
+        # An idle pair ends as a finished one does (SPEC §6): logged, not an error.
         _log.log.info("idle for %gs: closing %s", self.idle_timeout, peer or "local client")
-        pair.error = pair.error or Timeout(f"idle for {self.idle_timeout:g}s")
         pair.abort()
 
     def _open_target(self, source: Address | None, destination: Address | None) -> Side:

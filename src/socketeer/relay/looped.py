@@ -43,6 +43,7 @@ PIPE_SIZE: Final = 1 << 20
 BUFFER_SIZE: Final = 256 * 1024
 ROUNDS: Final = 8  # chunks per wake-up before other pairs get their turn
 POOL_KEEP: Final = 64  # spare pipes kept open for the next burst
+TRIM_AFTER: Final = 1.0  # seconds without a pipe in use before the spares are closed
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _FATAL_SPLICE: Final = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
@@ -58,11 +59,18 @@ def _would_block() -> tuple[type[BaseException], ...]:
 
 
 class PipePool:
-    """Pipes for splicing, lent while bytes are in flight (one pool per loop)."""
+    """Pipes for splicing, lent while bytes are in flight (one pool per loop).
 
-    def __init__(self, keep: int = POOL_KEEP) -> None:
+    Spare pipes are kept for the next burst while any pipe is in use; once
+    none has been lent for ``TRIM_AFTER`` seconds they are closed too, so an
+    idle relay holds its sockets and nothing else.
+    """
+
+    def __init__(self, loop: Any = None, keep: int = POOL_KEEP) -> None:
         self._spare: list[tuple[int, int]] = []
         self._keep = keep
+        self._loop = loop
+        self._trim: Any = None
         self.lent = 0
 
     def take(self) -> tuple[int, int]:
@@ -84,6 +92,15 @@ class PipePool:
         else:
             os.close(pipe[0])
             os.close(pipe[1])
+        if not self.lent and self._spare and self._trim is None and self._loop is not None:
+            self._trim = self._loop.call_later(TRIM_AFTER, self._trim_if_quiet)
+
+    def _trim_if_quiet(self) -> None:
+        self._trim = None
+        if not self.lent:
+            self.close()
+        elif self._spare:  # busy again: look later
+            self._trim = self._loop.call_later(TRIM_AFTER, self._trim_if_quiet)
 
     def close(self) -> None:
         for read_end, write_end in self._spare:
@@ -99,7 +116,7 @@ def loop_resources(loop: Any) -> tuple[PipePool, memoryview]:
     """The pipe pool and the read buffer every pair on this thread's loop shares."""
     found: tuple[PipePool, memoryview] | None = getattr(_per_thread, "resources", None)
     if found is None:
-        found = _per_thread.resources = (PipePool(), memoryview(bytearray(BUFFER_SIZE)))
+        found = _per_thread.resources = (PipePool(loop), memoryview(bytearray(BUFFER_SIZE)))
     return found
 
 

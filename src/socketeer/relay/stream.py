@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import selectors
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
+from .._flow import Outlet, receive_ready
 from .._sockio import error_for
 from ..errors import SocketeerError
 
@@ -177,6 +179,14 @@ class Pair:
         self.last_activity = self.started
         self.error: SocketeerError | None = None
         self.aborted = False
+        # A polled pair waits for events with no timeout; abort() wakes it here.
+        self._polled = client.tls or upstream.tls
+        self._wake_lock = threading.Lock()
+        self._wake: tuple[socket.socket, socket.socket] | None = None
+        if self._polled:
+            self._wake = socket.socketpair()
+            for end in self._wake:
+                end.setblocking(False)
 
     def _counter(self, up: bool) -> Callable[[int], None]:
         def count(n: int) -> None:
@@ -219,17 +229,33 @@ class Pair:
                 self.abort()
 
     def abort(self) -> None:
-        """Cut both sides now (an error, an idle timeout, a forced shutdown)."""
+        """Cut both sides now (an error, an idle timeout, a forced shutdown).
+
+        Safe from any thread. A polled pair is only woken: its own thread cuts
+        the sides, since an SSL object must not be touched by two threads.
+        """
         self.aborted = True
+        with self._wake_lock:
+            if self._wake is not None:
+                with contextlib.suppress(OSError):  # already woken (its buffer is full)
+                    self._wake[1].send(b"!")
+                return
+        self._cut()
+
+    def _cut(self) -> None:
         self.client.abort()
         self.upstream.abort()
 
     def run(self) -> None:
         """Copy both ways; returns when both directions have ended. Closes both sides."""
-        if self.client.tls or self.upstream.tls:
+        if self._polled:
             try:
                 self._run_polled()
             finally:
+                with self._wake_lock:
+                    wake, self._wake = self._wake, None
+                for end in wake or ():
+                    end.close()
                 self.client.close()
                 self.upstream.close()
             return
@@ -247,98 +273,126 @@ class Pair:
     def _run_polled(self) -> None:
         """Both ways in one thread: an SSL object must not be read and written at once.
 
-        Socket sides are non-blocking, with a bounded outbox each (a full one
-        stops reading the other side) and TLS records drained with
-        ``pending()``; standard I/O and programs are read when ready and
-        written directly.
+        One side's EOF ends only its direction (the other side is half-closed
+        once its outbox is out); the other direction goes on to its own end.
+        The loop sleeps until an event, ``abort()`` being one of them.
         """
-        import selectors
-        import ssl
+        assert self._wake is not None
+        wake = self._wake[0]
+        copy = _PolledCopy(self)
+        # poll, not epoll: standard I/O may be a regular file (always ready).
+        with selectors.PollSelector() as selector:
+            selector.register(wake, selectors.EVENT_READ)
+            registered: dict[int, int] = {}
+            try:
+                while not copy.done and not self.aborted:
+                    _update(selector, registered, copy.interest())
+                    for key, events in selector.select():
+                        if key.fileobj is wake:
+                            break
+                        copy.on_event(key.fd, events)
+            except OSError as exc:
+                if not self.aborted:
+                    self.error = self.error or error_for(exc, "relay", copy.where, None)
+                self.aborted = True
+        if self.aborted:
+            self._cut()
 
-        would_block = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-        sides = (self.client, self.upstream)
-        other = {self.client: self.upstream, self.upstream: self.client}
-        outbox = {side: bytearray() for side in sides}  # waiting to be written to that side
-        reading = {side: True for side in sides}
-        ending = {side: False for side in sides}  # end writing once its outbox is empty
-        count = {self.upstream: self._counter(True), self.client: self._counter(False)}
-        for side in sides:
-            if side.sock is not None:
-                side.sock.setblocking(False)
 
-        def receive(side: Side) -> bytes:
-            if side.sock is None:
-                return os.read(side.read_fd, BUFFER_SIZE)
-            data = side.sock.recv(BUFFER_SIZE)
-            while data and getattr(side.sock, "pending", lambda: 0)():
-                data += side.sock.recv(BUFFER_SIZE)
-            return data
+class _PolledCopy:
+    """A polled pair's state: per side, an ``Outlet`` to write it and whether it is read.
 
-        def deliver(side: Side, data: bytes) -> None:
-            if side.sock is None:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(side.write_fd, view) :]
-                count[side](len(data))
-            else:
-                outbox[side] += data
+    A side is read only while the other side's outbox has room (the high-water
+    mark), with ``receive_ready`` for sockets, so TLS records already
+    decrypted are not left waiting for an event that never comes.
+    """
 
-        def flush(side: Side) -> None:
-            assert side.sock is not None
-            with contextlib.suppress(*would_block):
-                sent = side.sock.send(outbox[side])
-                del outbox[side][:sent]
-                count[side](sent)
-            if not outbox[side] and ending[side]:
-                ending[side] = False
-                side.end_writing()
+    def __init__(self, pair: Pair) -> None:
+        self.sides = (pair.client, pair.upstream)
+        self.other = {pair.client: pair.upstream, pair.upstream: pair.client}
+        self.outlets = {side: _outlet(side) for side in self.sides}
+        self.reading = {side: True for side in self.sides}
+        self.count = {pair.upstream: pair._counter(True), pair.client: pair._counter(False)}
+        self.see = {pair.client: pair._observer(True), pair.upstream: pair._observer(False)}
+        self.pair = pair
+        self.where = pair.upstream.name  # the side of the last operation, for an error
 
-        try:
-            with selectors.DefaultSelector() as selector:
-                registered: dict[int, int] = {}
-                while any(reading.values()) or any(outbox.values()):
-                    if self.aborted:
-                        return
-                    wanted: dict[int, tuple[int, Side]] = {}
-                    for side in sides:
-                        mask = 0
-                        if reading[side] and len(outbox[other[side]]) < BUFFER_SIZE:
-                            mask |= selectors.EVENT_READ
-                        if side.sock is not None and outbox[side]:
-                            mask |= selectors.EVENT_WRITE
-                        if mask:
-                            wanted[side.read_fd] = (mask, side)
-                    for fd in list(registered):
-                        if fd not in wanted:
-                            selector.unregister(fd)
-                            del registered[fd]
-                    for fd, (mask, side) in wanted.items():
-                        if fd not in registered:
-                            selector.register(fd, mask, side)
-                        elif registered[fd] != mask:
-                            selector.modify(fd, mask, side)
-                        registered[fd] = mask
-                    for key, events in selector.select(1.0):
-                        side = key.data
-                        if events & selectors.EVENT_WRITE and outbox[side]:
-                            flush(side)
-                        if not (events & selectors.EVENT_READ and reading[side]):
-                            continue
-                        try:
-                            data = receive(side)
-                        except would_block:
-                            continue
-                        target = other[side]
-                        if data:
-                            deliver(target, data)
-                            self.last_activity = time.monotonic()
-                            continue
-                        reading[side] = False  # EOF: pass it on once the outbox is out
-                        if outbox[target]:
-                            ending[target] = True
-                        else:
-                            target.end_writing()
-        except OSError as exc:
-            if not self.aborted:
-                self.error = self.error or error_for(exc, "relay", self.upstream.name, None)
-                self.abort()
+    @property
+    def done(self) -> bool:
+        return all(outlet.done for outlet in self.outlets.values())
+
+    def interest(self) -> dict[int, int]:
+        """The events to wait for, by descriptor."""
+        wanted: dict[int, int] = {}
+        for side in self.sides:
+            if self.reading[side] and self.outlets[self.other[side]].has_room:
+                wanted[side.read_fd] = selectors.EVENT_READ
+            if self.outlets[side].pending:
+                wanted[side.write_fd] = wanted.get(side.write_fd, 0) | selectors.EVENT_WRITE
+        return wanted
+
+    def on_event(self, fd: int, events: int) -> None:
+        for side in self.sides:
+            if events & selectors.EVENT_WRITE and fd == side.write_fd:
+                self._flush(side)
+            if events & selectors.EVENT_READ and fd == side.read_fd and self.reading[side]:
+                self._read(side)
+
+    def _flush(self, side: Side) -> None:
+        self.where = side.name
+        sent = self.outlets[side].flush()
+        if sent:
+            self.count[side](sent)
+
+    def _read(self, side: Side) -> None:
+        self.where = side.name
+        data = _receive(side)
+        if data is None:
+            return
+        target = self.other[side]
+        if not data:  # EOF: passed on once the outbox is out
+            self.reading[side] = False
+            self.outlets[target].finish()
+            return
+        self.pair.last_activity = time.monotonic()
+        observe = self.see[side]
+        if observe is not None:
+            observe(data)
+        self.outlets[target].queue(data)
+        self._flush(target)  # most often it takes it all at once
+
+
+def _outlet(side: Side) -> Outlet:
+    """How the polled loop writes ``side``, ending it as the side says."""
+    if side.sock is not None:
+        side.sock.setblocking(False)
+        return Outlet(side.sock, high_water=BUFFER_SIZE, end=side.end_writing)
+    if side.write_fd > 2:
+        # A pipe this process made (a program's stdin): written as it drains,
+        # so a program that stops reading until its output is read cannot
+        # block the loop that would read it. Standard output is shared with
+        # whoever started us, so its mode stays theirs (written blocking).
+        os.set_blocking(side.write_fd, False)
+    return Outlet(side.write_fd, high_water=BUFFER_SIZE, end=side.end_writing)
+
+
+def _receive(side: Side) -> bytes | None:
+    if side.sock is not None:
+        return receive_ready(side.sock, BUFFER_SIZE)
+    return os.read(side.read_fd, BUFFER_SIZE)
+
+
+def _update(
+    selector: selectors.BaseSelector, registered: dict[int, int], wanted: dict[int, int]
+) -> None:
+    """Make the selector watch exactly ``wanted`` (fd to events), given what it watches."""
+    for fd in list(registered):
+        if fd not in wanted:
+            selector.unregister(fd)
+            del registered[fd]
+    for fd, mask in wanted.items():
+        if fd not in registered:
+            selector.register(fd, mask)
+        elif registered[fd] != mask:
+            selector.modify(fd, mask)
+        registered[fd] = mask
