@@ -5,7 +5,12 @@
  *   loadgen connect HOST PORT CONCURRENCY SECONDS  connect, 1-byte echo, close
  *   loadgen idle    HOST PORT COUNT                open COUNT connections, print
  *                                                  "ready", hold them until stdin ends
- *   loadgen send    HOST PORT SECONDS              bulk: write 256 KiB blocks, report bytes/s
+ *   loadgen send    HOST PORT SECONDS [CONNS]      bulk: write 256 KiB blocks on CONNS
+ *                                                  connections at once (default 1), report
+ *                                                  "BYTES/S TOTAL_BYTES" (TOTAL includes warm-up)
+ *   loadgen hold    HOST PORT COUNT TIMEOUT        open COUNT connections at once (non-blocking),
+ *                                                  each echoes one byte; print "ready SECONDS"
+ *                                                  (set-up time of all), hold until stdin ends
  *
  * Prints one line of results. Loopback only: HOST must be a numeric address.
  */
@@ -19,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -145,22 +151,100 @@ static int idle(int count) {
     return 0;
 }
 
-static int send_bulk(double seconds) {
+static int send_bulk(double seconds, int conns) {
     size_t size = 256 * 1024;
     char *block = malloc(size);
     memset(block, 'b', size);
-    int fd = open_conn(0);
     double start = now(), warm = start + 0.5, end = warm + seconds;
-    long long sent = 0;
-    while (1) {
-        ssize_t n = write(fd, block, size);
-        if (n < 0) die("write");
-        double t = now();
-        if (t >= warm) sent += n;
-        if (t >= end) break;
+    long long sent = 0, total = 0;
+    if (conns <= 1) {
+        int fd = open_conn(0);
+        while (1) {
+            ssize_t n = write(fd, block, size);
+            if (n < 0) die("write");
+            double t = now();
+            total += n;
+            if (t >= warm) sent += n;
+            if (t >= end) break;
+        }
+        close(fd);
+    } else {  /* CONNS non-blocking connections, written to as each has room */
+        int ep = epoll_create1(0);
+        int *fds = malloc(conns * sizeof *fds);
+        for (int i = 0; i < conns; i++) {
+            fds[i] = open_conn(1);
+            struct epoll_event ev = {.events = EPOLLOUT, .data.fd = fds[i]};
+            epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+        }
+        struct epoll_event evs[256];
+        while (now() < end) {
+            int n = epoll_wait(ep, evs, 256, 100);
+            double t = now();
+            for (int k = 0; k < n; k++) {
+                ssize_t w = write(evs[k].data.fd, block, size);
+                if (w < 0 && errno != EAGAIN) die("write");
+                if (w <= 0) continue;
+                total += w;
+                if (t >= warm) sent += w;
+            }
+        }
+        for (int i = 0; i < conns; i++) close(fds[i]);
     }
-    printf("%.1f\n", sent / seconds);
-    close(fd);
+    printf("%.1f %lld\n", sent / seconds, total);
+    return 0;
+}
+
+static void raise_nofile(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* All COUNT connections at once: connect without blocking, send one byte as
+ * each is connected, done when every byte has come back. */
+static int hold(int count, double timeout) {
+    int ep = epoll_create1(0);
+    int *fds = malloc(count * sizeof *fds);
+    double start = now();
+    for (int i = 0; i < count; i++) {
+        fds[i] = open_conn(1);
+        struct epoll_event ev = {.events = EPOLLOUT, .data.fd = fds[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
+    }
+    int echoed = 0;
+    char byte = 'x', back;
+    struct epoll_event evs[256];
+    while (echoed < count) {
+        if (now() - start > timeout) {
+            fprintf(stderr, "only %d of %d connections echoed in %.0f s\n", echoed, count, timeout);
+            return 1;
+        }
+        int n = epoll_wait(ep, evs, 256, 100);
+        for (int k = 0; k < n; k++) {
+            int fd = evs[k].data.fd;
+            if (evs[k].events & EPOLLOUT) {
+                int err = 0; socklen_t len = sizeof err;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+                if (err) { errno = err; die("connect"); }
+                if (write(fd, &byte, 1) != 1) die("write");
+                struct epoll_event ev = {.events = EPOLLIN, .data.fd = fd};
+                epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+                continue;
+            }
+            ssize_t r = read(fd, &back, 1);
+            if (r < 0 && errno == EAGAIN) continue;
+            if (r != 1) { fprintf(stderr, "a connection closed before its echo\n"); return 1; }
+            epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+            echoed++;
+        }
+    }
+    printf("ready %.4f\n", now() - start);
+    fflush(stdout);
+    char line[16];
+    while (fgets(line, sizeof line, stdin)) {}
+    for (int i = 0; i < count; i++) close(fds[i]);
     return 0;
 }
 
@@ -175,7 +259,10 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "rr") && argc == 7) return rr(atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
     if (!strcmp(argv[1], "connect") && argc == 6) return connects(atoi(argv[4]), atof(argv[5]));
     if (!strcmp(argv[1], "idle") && argc == 5) return idle(atoi(argv[4]));
-    if (!strcmp(argv[1], "send") && argc == 5) return send_bulk(atof(argv[4]));
+    raise_nofile();
+    if (!strcmp(argv[1], "send") && (argc == 5 || argc == 6))
+        return send_bulk(atof(argv[4]), argc == 6 ? atoi(argv[5]) : 1);
+    if (!strcmp(argv[1], "hold") && argc == 6) return hold(atoi(argv[4]), atof(argv[5]));
     fprintf(stderr, "bad arguments\n");
     return 2;
 }
