@@ -59,8 +59,82 @@ def test_importing_the_cli_does_not_load_the_commands() -> None:
         "and m != 'socketeer.cli'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['socketeer.cli.main', 'socketeer.errors']"
+    assert (
+        out.stdout.strip() == "['socketeer.cli._groups', 'socketeer.cli.main', 'socketeer.errors']"
+    )
 
 
 def test_typed_marker_is_shipped() -> None:
     assert (SRC / "py.typed").exists()
+
+
+def _module_name(path: Path) -> str:
+    parts = ["socketeer", *path.relative_to(SRC).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _runtime_imports(path: Path, name: str) -> set[str]:
+    """The socketeer modules ``path`` imports when it runs (``TYPE_CHECKING`` blocks aside),
+    lazy imports inside functions included: a cycle through them fails just as late."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+    skipped: set[int] = set()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped.update(id(child) for sub in node.body for child in ast.walk(sub))
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("socketeer"))
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                module = ".".join([*base, node.module] if node.module else base)
+            else:
+                module = node.module or ""
+            if not module.startswith("socketeer"):
+                continue
+            for alias in node.names:
+                sub = f"{module}.{alias.name}"
+                is_module = (SRC.parent / sub.replace(".", "/")).with_suffix(".py").exists() or (
+                    SRC.parent / sub.replace(".", "/") / "__init__.py"
+                ).exists()
+                found.add(sub if is_module else module)
+    found.discard(name)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    graph = {_module_name(path): set() for path in SRC.rglob("*.py")}
+    for path in SRC.rglob("*.py"):
+        name = _module_name(path)
+        graph[name] = {m for m in _runtime_imports(path, name) if m in graph}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append([*trail[trail.index(nxt) :], nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = 2
+
+    for start in sorted(graph):
+        if start not in state:
+            visit(start, [start])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_server_is_importable_from_the_package_lazily() -> None:
+    code = (
+        "import sys, socketeer; assert 'socketeer.server' not in sys.modules; "
+        "from socketeer import Server; from socketeer.server import Server as S; "
+        "assert Server is S; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"

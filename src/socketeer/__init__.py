@@ -21,6 +21,7 @@ _WHERE = {
     "open_datagram": "datagram",
     "Listener": "listener",
     "listen": "listener",
+    "Server": "server.core",
     "AddressError": "errors",
     "AddressInUse": "errors",
     "ConnectError": "errors",
@@ -46,6 +47,7 @@ __all__ = [
     "FrameTooLarge",
     "Listener",
     "NetworkError",
+    "Server",
     "SocketeerError",
     "TLSError",
     "Timeout",
@@ -88,3 +90,4 @@ if TYPE_CHECKING:
     from .errors import UsageError as UsageError
     from .listener import Listener as Listener
     from .listener import listen as listen
+    from .server.core import Server as Server

@@ -251,7 +251,8 @@ def connected_socket(
         targets = resolve(address, passive=False)
     last: SocketeerError | None = None
     for target in targets:
-        sock = socket.socket(target.family, target.type, target.proto)
+        with translate_errors("connect", address, deadline.seconds):  # EMFILE, say
+            sock = socket.socket(target.family, target.type, target.proto)
         try:
             with translate_errors("connect", address, deadline.seconds):
                 if source is not None:

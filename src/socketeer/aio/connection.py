@@ -7,7 +7,11 @@ different. Each method is the blocking one with ``await`` where it waits.
 from __future__ import annotations
 
 import asyncio
+import errno
+import ipaddress
+import os
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any, final
 
@@ -36,6 +40,7 @@ from ..errors import (
     UsageError,
 )
 from ._protocol import StreamProtocol
+from ._ready import fd_ready
 
 __all__ = ["Connection", "connect"]
 
@@ -59,6 +64,11 @@ async def _connect_unix(sock: socket.socket, path: str | bytes, deadline: Deadli
     ``sock_connect`` would give up on a busy server. A blocking connect waits
     in the kernel for room, which is what a client wants.
     """
+    try:
+        sock.connect(path)  # a server with room in its backlog: at once, no thread
+        return
+    except BlockingIOError:
+        pass
     remaining = deadline.remaining()
     try:
         await asyncio.get_running_loop().run_in_executor(None, connect_unix, sock, path, remaining)
@@ -66,9 +76,44 @@ async def _connect_unix(sock: socket.socket, path: str | bytes, deadline: Deadli
         sock.setblocking(False)
 
 
+async def _connect_inet(sock: socket.socket, sockaddr: Any, deadline: Deadline) -> None:
+    """A non-blocking TCP connect, waited for on the loop.
+
+    Not ``loop.sock_connect``: uvloop resolves the address again in its
+    thread pool, so every connect would wake a worker thread.
+    """
+    code = sock.connect_ex(sockaddr)
+    if code in (0, errno.EISCONN):
+        return
+    if code not in (errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+        raise OSError(code, os.strerror(code))
+    at = deadline.remaining()
+    try:
+        await fd_ready(
+            sock.fileno(), write=True, deadline=None if at is None else time.monotonic() + at
+        )
+    except Timeout:
+        raise Timeout(f"timed out after {deadline.seconds:g}s") from None
+    code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if code:
+        raise OSError(code, os.strerror(code))
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 async def resolve_async(address: Address) -> list[Target]:
-    """``_sockio.resolve`` for connecting, with DNS off the event loop's thread."""
-    if not address.is_inet:
+    """``_sockio.resolve`` for connecting, with DNS off the event loop's thread.
+
+    Unix paths and IP literals need no DNS: they are resolved in place, so a
+    relay to ``127.0.0.1`` starts no resolver thread.
+    """
+    if not address.is_inet or _is_ip_literal(address.host):
         return resolve(address, passive=False)
     loop = asyncio.get_running_loop()
     kind = socket.SOCK_DGRAM if address.is_datagram else socket.SOCK_STREAM
@@ -113,12 +158,12 @@ async def connected_socket_async(
         ConnectError, Timeout, AddressError: as the failure was.
     """
     timeout = deadline.seconds
-    loop = asyncio.get_running_loop()
     last: SocketeerError | None = None
     with translate_errors("connect", target, timeout):
         targets = await resolve_async(target)
     for row in targets:
-        sock = socket.socket(row.family, row.type, row.proto)
+        with translate_errors("connect", target, timeout):  # EMFILE, say
+            sock = socket.socket(row.family, row.type, row.proto)
         sock.setblocking(False)
         try:
             with translate_errors("connect", target, timeout):
@@ -128,8 +173,7 @@ async def connected_socket_async(
                 if row.family == socket.AF_UNIX:
                     await _connect_unix(sock, row.sockaddr, deadline)
                 else:
-                    connecting = asyncio.ensure_future(loop.sock_connect(sock, row.sockaddr))
-                    await _wait(connecting, deadline)
+                    await _connect_inet(sock, row.sockaddr, deadline)
         except (ConnectError, Timeout) as exc:
             sock.close()
             last = exc

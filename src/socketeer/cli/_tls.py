@@ -17,9 +17,15 @@ if TYPE_CHECKING:
     from ..tls import TLSConfig
 
 
+def serves_tls(address: Address, options: TLSServerOptions) -> bool:
+    """``tls://``, or an inherited socket (``fd:N``, ``systemd:``) with a certificate given:
+    a socket passed in by systemd has no scheme to say it, so the options do."""
+    return address.is_tls or (address.scheme == "fd" and options.given)
+
+
 def server_tls(address: Address, options: TLSServerOptions, report: Reporter) -> TLSConfig | None:
     """The TLS of a server on ``address`` (listen, serve)."""
-    if not address.is_tls:
+    if not serves_tls(address, options):
         if options.given or options.alpn:
             raise UsageError(f"TLS options need a tls:// address, not {address}")
         return None

@@ -24,22 +24,26 @@ from ._options import (
     TLSServerOptions,
 )
 from ._report import Reporter
-from ._tls import client_config, server_config
+from ._tls import client_config, server_config, serves_tls
 
 
 def _is_tls(end: Endpoint) -> bool:
     return isinstance(end, Address) and end.is_tls
 
 
+def _serves_tls(end: Endpoint, options: TLSServerOptions) -> bool:
+    return isinstance(end, Address) and serves_tls(end, options)
+
+
 def _check_tls(
     source: Endpoint, target: Endpoint, server: TLSServerOptions, client: TLSClientOptions
 ) -> None:
     """FROM's options need a tls:// FROM, TO's a tls:// TO: never silently ignored."""
-    if server.given and not _is_tls(source):
+    if server.given and not _serves_tls(source, server):
         raise UsageError("--cert, --key, --self-signed and --client-ca need a tls:// FROM")
     if client.given and not _is_tls(target):
         raise UsageError("--ca, --insecure, --server-name and --pin need a tls:// TO")
-    if server.alpn and not (_is_tls(source) or _is_tls(target)):
+    if server.alpn and not (_serves_tls(source, server) or _is_tls(target)):
         raise UsageError("--alpn needs a tls:// FROM or TO")
 
 
@@ -55,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
     _check_tls(source, target, tls_server_options, tls_client_options)
     report = Reporter.from_output(output)
     try:
-        tls_server = server_config(tls_server_options, report) if _is_tls(source) else None
+        tls_server = (
+            server_config(tls_server_options, report)
+            if _serves_tls(source, tls_server_options)
+            else None
+        )
         tls_client = (
             client_config(tls_client_options, report, "the certificate of TO")
             if _is_tls(target)

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MODEL", "HAS_SPLICE", "DatagramRelay", "RelayHandler", "relay"]
 
+#: Relays front many clients at once (HAProxy's default is as large): the
+#: kernel caps it at net.core.somaxconn.
+RELAY_BACKLOG = 4096
+
 #: The relay's default model: one event loop per worker (docs/performance.md says why).
 DEFAULT_MODEL = "async"
 
@@ -119,4 +123,5 @@ def relay(
         allow=allow,
         deny=deny,
         tls=tls_server,
+        backlog=RELAY_BACKLOG,
     )

@@ -36,10 +36,12 @@ from .._deadline import Deadline
 from .._sockio import address_of, local_address, translate_errors
 from .._tlsopt import client_setup_for
 from ..address import Address
+from ..aio._ready import fd_ready
 from ..connection import Connection, connect
 from ..errors import NetworkError, SocketeerError, Timeout, UsageError
 from ..handlers.base import Handler
 from ..server import _log
+from ..server.accept import DESCRIPTOR_ERRNOS
 from .endpoints import Endpoint, Program, Stdio
 from .stream import HAS_SPLICE, Pair, Side
 
@@ -131,11 +133,11 @@ class RelayHandler(Handler):
 
     def serve(self, conn: Connection) -> None:
         """One client, in its own thread or child: set up, copy, account."""
-        source, destination = conn.peer, conn.local
+        source = conn.peer
         try:
             upstream = self._set_up(conn)
         except SocketeerError as exc:
-            _log.log.warning("%s: %s; closing", source or "local client", exc)
+            report_set_up_failure(source, exc)
             raise
         sock, _ = conn.detach()  # the pair owns the socket now
         client = Side.of_socket(sock, str(source or "client"))
@@ -377,7 +379,7 @@ class LoopClient:
             with contextlib.suppress(OSError):
                 upstream.close()
         self.handler._loop_clients.discard(self)
-        _log.log.warning("%s: %s; closing", self.peer or "local client", error)
+        report_set_up_failure(self.peer, error)
         self.finished(0, 0, error)
 
     def _ended(self, pair: Any) -> None:
@@ -393,6 +395,15 @@ class LoopClient:
 
 
 # -- helpers --------------------------------------------------------------------------
+
+
+def report_set_up_failure(peer: Address | None, error: SocketeerError) -> None:
+    """One warning per client whose TO could not be opened; out of descriptors, one a second."""
+    if getattr(error, "errno", None) in DESCRIPTOR_ERRNOS:
+        assert isinstance(error, OSError)
+        _log.out_of_descriptors("relay", error, True)
+        return
+    _log.log.warning("%s: %s; closing", peer or "local client", error)
 
 
 class _Watched:
@@ -450,39 +461,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-async def _ready(loop: Any, fd: int, write: bool, deadline: float | None = None) -> None:
-    """Wait until ``fd`` is readable (or writable), or raise ``Timeout`` at ``deadline``."""
-    waiter = loop.create_future()
-    add, remove = (
-        (loop.add_writer, loop.remove_writer)
-        if write
-        else (
-            loop.add_reader,
-            loop.remove_reader,
-        )
-    )
-    add(fd, lambda: waiter.done() or waiter.set_result(None))
-    try:
-        if deadline is None:
-            await waiter
-        else:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise Timeout("timed out")
-            try:
-                await asyncio.wait_for(waiter, left)
-            except (asyncio.TimeoutError, TimeoutError):
-                raise Timeout("timed out") from None
-    finally:
-        remove(fd)
-
-
 async def _step(loop: Any, handshake: Any) -> None:
     """Drive a stepped TLS handshake on the loop until done (or its deadline)."""
     fd = handshake.sock.fileno()
     while not handshake.step():
         try:
-            await _ready(loop, fd, handshake.wants_write, handshake.deadline)
+            await fd_ready(fd, write=handshake.wants_write, deadline=handshake.deadline)
         except Timeout:
             raise handshake.expire() from None
 
@@ -509,7 +493,7 @@ async def _read_proxy_header_async(loop: Any, sock: Any) -> tuple[proxyproto.Pro
             data = sock.recv(65536)
         except would_block:
             try:
-                await _ready(loop, sock.fileno(), False, deadline)
+                await fd_ready(sock.fileno(), deadline=deadline)
             except Timeout:
                 raise Timeout(f"no PROXY header within {PROXY_HEADER_TIMEOUT:g}s") from None
             continue
@@ -530,7 +514,7 @@ async def _send_all(loop: Any, sock: Any, data: bytes, where: str) -> None:
             with translate_errors("send", where):
                 sent = sock.send(view)
         except would_block:
-            await _ready(loop, sock.fileno(), True)
+            await fd_ready(sock.fileno(), write=True)
             continue
         view = view[sent:]
 
