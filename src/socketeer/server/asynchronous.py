@@ -72,12 +72,16 @@ class _Tracked:
     def peer(self) -> Any:
         return _peer_address(self.peername, self.like)
 
-    def close(self) -> None:
+    def cut(self, reason: SocketeerError, *, flush: bool = False) -> None:
+        """End this connection now; ``flush`` lets a transport send what it holds first."""
         if self.session is not None:
-            self.session.abort(Timeout("idle timeout"))
-        elif self.transport is not None:
-            self.transport.close()
-        elif self.task is not None:
+            self.session.abort(reason)
+        if self.transport is not None:
+            if flush:
+                self.transport.close()  # the handler's task sees it closed and ends
+            else:
+                self.transport.abort()
+        if self.task is not None and not (flush and self.transport is not None):
             self.task.cancel()
 
 
@@ -172,12 +176,7 @@ class AsyncRunner:
         if self.active:
             _log.log.warning("grace period over: closing %d connection(s)", len(self.active))
             for tracked in list(self.active.values()):
-                if tracked.session is not None:
-                    tracked.session.abort(SocketeerError("closed at shutdown"))
-                if tracked.task is not None:
-                    tracked.task.cancel()
-                if tracked.transport is not None:
-                    tracked.transport.abort()
+                tracked.cut(SocketeerError("closed at shutdown"))
             self.server.handler.close()
             await asyncio.sleep(0)
             tasks = [t.task for t in self.active.values() if t.task is not None]
@@ -312,7 +311,7 @@ class AsyncRunner:
             tracked.timer = self.loop.call_later(due - now, self._check_idle, tracked)
             return
         _log.log.info("idle for %gs: closing %s", idle, tracked.peer or "local client")
-        tracked.close()
+        tracked.cut(Timeout(f"idle for {idle:g}s"), flush=True)
 
     # -- protocol factories ---------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import _log
 from .accept import accept_loop, accept_ready
+from .children import kill_and_reap, signal_all
 from .lifecycle import settle, wait_until
 from .serving import run_handler
 
@@ -106,17 +107,6 @@ class ForkRunner:
         if settle(done, self.server.grace, self.stopper):
             return
         _log.log.warning("grace period over: stopping %d child(ren)", len(self.children))
-        self._signal_children(signal.SIGTERM)
+        signal_all(self.children, signal.SIGTERM)
         if not wait_until(done, 1.0 if not self.stopper.forced else 0.2, self.stopper):
-            self._signal_children(signal.SIGKILL)
-            while self.children:
-                try:
-                    pid, _ = os.waitpid(-1, 0)
-                except ChildProcessError:
-                    break
-                self.children.pop(pid, None)
-
-    def _signal_children(self, signum: int) -> None:
-        for pid in list(self.children):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+            kill_and_reap(self.children)

@@ -10,7 +10,6 @@ SIGTERM/SIGINT it passes SIGTERM on, so each worker shuts down gracefully.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -19,6 +18,7 @@ from typing import TYPE_CHECKING
 from .._sockio import bound_socket
 from ..listener import Listener
 from . import _log
+from .children import kill_and_reap, signal_all
 from .lifecycle import Stopper, wait_until
 
 if TYPE_CHECKING:
@@ -86,24 +86,14 @@ class Supervisor:
             os._exit(status)
 
     def _stop(self) -> None:
-        for pid in list(self.workers):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+        signal_all(self.workers, signal.SIGTERM)
 
         def all_gone() -> bool:
             self._reap()
             return not self.workers
 
         if not wait_until(all_gone, self.server.grace + 2.0, self.stopper):
-            for pid in list(self.workers):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            while self.workers:
-                try:
-                    pid, _ = os.waitpid(-1, 0)
-                except ChildProcessError:
-                    break
-                self.workers.pop(pid, None)
+            kill_and_reap(self.workers)
 
 
 def _describe(status: int) -> str:
