@@ -118,15 +118,3 @@ class JSONFormatter(logging.Formatter):
             if hasattr(record, field):
                 entry[field] = getattr(record, field)
         return json.dumps(entry)
-
-
-def configure(fmt: str = "text", verbose: int = 0, quiet: bool = False) -> None:
-    """Send the server log to stderr: the CLI's set-up."""
-    handler = logging.StreamHandler()
-    if fmt == "json":
-        handler.setFormatter(JSONFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("socketeer: %(message)s"))
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)
