@@ -78,6 +78,9 @@ DRIVERS = ["loadgen", "iperf3"]
 BACKLOG = 4096  # the kernel caps it at net.core.somaxconn
 CONNECT_TIMEOUT = 60.0
 
+Bulk = dict[tuple[str, str, int], float]  # (relay, driver, pairs) -> value
+Idle = dict[tuple[str, int], dict[str, float]]  # (relay, pairs) -> figures
+
 
 def raise_nofile() -> int:
     """Soft RLIMIT_NOFILE up to the hard limit (inherited by every child)."""
@@ -323,7 +326,9 @@ def ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a and b else "—"
 
 
-def run_bulk(args: argparse.Namespace, relays: list[str], bins: dict[str, Path], tmp: Path):
+def run_bulk(
+    args: argparse.Namespace, relays: list[str], bins: dict[str, Path], tmp: Path
+) -> tuple[Bulk, Bulk]:
     cells = [
         (name, driver, pairs)
         for name in relays
@@ -348,7 +353,7 @@ def run_bulk(args: argparse.Namespace, relays: list[str], bins: dict[str, Path],
     return rate, cost
 
 
-def throughput_tables(args, relays, rate) -> str:
+def throughput_tables(args: argparse.Namespace, relays: list[str], rate: Bulk) -> str:
     out = []
     for driver in DRIVERS:
         header = ["relay"]
@@ -374,7 +379,7 @@ def throughput_tables(args, relays, rate) -> str:
     return "\n".join(out)
 
 
-def cost_table(args, relays, cost) -> str:
+def cost_table(args: argparse.Namespace, relays: list[str], cost: Bulk) -> str:
     header = ["relay"] + [
         f"{driver}, {pairs} pair{'s' * (pairs > 1)}" for driver in DRIVERS for pairs in args.pairs
     ]
@@ -384,17 +389,21 @@ def cost_table(args, relays, cost) -> str:
         if name == "direct":
             continue
         rows.append(
-            [name] + [f"{cost[(name, *c)]:.2f}" if (name, *c) in cost else "—" for c in cols]
+            [name]
+            + [
+                f"{cost[(name, c[0], c[1])]:.2f}" if (name, c[0], c[1]) in cost else "—"
+                for c in cols
+            ]
         )
     for other in (HAPROXY, SOCAT):
         rows.append(
             [f"*{ASYNC} / {other}*"]
-            + [ratio(cost.get((ASYNC, *c)), cost.get((other, *c))) for c in cols]
+            + [ratio(cost.get((ASYNC, c[0], c[1])), cost.get((other, c[0], c[1]))) for c in cols]
         )
     return table("Relay CPU-seconds per GB moved (same runs; lower is better)", header, rows)
 
 
-def run_idle(args, bins, tmp):
+def run_idle(args: argparse.Namespace, bins: dict[str, Path], tmp: Path) -> Idle:
     cells = [(name, n) for name in IDLE_RELAYS for n in args.idle if n <= IDLE_LIMIT.get(name, n)]
     samples: dict[tuple[str, int], list[dict[str, float]]] = {c: [] for c in cells}
     for round_no in range(args.rounds):
@@ -411,7 +420,7 @@ def run_idle(args, bins, tmp):
     }
 
 
-def per_pair(idle, name: str, key: str) -> tuple[float, int] | None:
+def per_pair(idle: Idle, name: str, key: str) -> tuple[float, int] | None:
     ns = sorted(n for (r, n) in idle if r == name and n > 1)
     if (name, 1) not in idle or not ns:
         return None
@@ -419,7 +428,7 @@ def per_pair(idle, name: str, key: str) -> tuple[float, int] | None:
     return (idle[(name, n)][key] - idle[(name, 1)][key]) / (n - 1), n
 
 
-def idle_tables(args, idle) -> str:
+def idle_tables(args: argparse.Namespace, idle: Idle) -> str:
     header = ["relay"] + [f"{n:,} pair{'s' * (n > 1)}" for n in args.idle]
     rows = []
     for name in IDLE_RELAYS:
@@ -474,7 +483,7 @@ def idle_tables(args, idle) -> str:
     return first + "\n" + second
 
 
-def goals(args, rate, cost, idle) -> str:
+def goals(args: argparse.Namespace, rate: Bulk, cost: Bulk, idle: Idle) -> str:
     rows = []
 
     def verdict(ok: bool | None) -> str:
@@ -528,12 +537,14 @@ def goals(args, rate, cost, idle) -> str:
         if fds:
             rows.append(["≤ 2 descriptors per idle pair", f"{fds[0]:.2f}", verdict(fds[0] <= 2.0)])
         n = max(args.idle)
-        a, h = idle.get((ASYNC, n)), idle.get((HAPROXY, n))
+        mine, theirs = idle.get((ASYNC, n)), idle.get((HAPROXY, n))
+        ours = mine["setup"] if mine else None
+        hap = theirs["setup"] if theirs else None
         rows.append(
             [
                 f"set-up of {n:,} pairs no slower than HAProxy's",
-                ratio(a["setup"], h["setup"]) if a and h else "—",
-                verdict(a["setup"] <= h["setup"] if a and h else None),
+                ratio(ours, hap),
+                verdict(ours <= hap if ours and hap else None),
             ]
         )
     return table("Goals (socketeer async)", ["goal", "measured", "verdict"], rows)
@@ -579,9 +590,9 @@ def main() -> int:
             f"{args.rounds} rounds, {args.seconds:g} s per bulk run, medians; "
             f"{os.cpu_count()} CPUs; descriptor limit {limit:,}\n"
         )
-        rate: dict = {}
-        cost: dict = {}
-        idle: dict = {}
+        rate: Bulk = {}
+        cost: Bulk = {}
+        idle: Idle = {}
         if args.part in ("throughput", "cost", "all"):
             rate, cost = run_bulk(args, relays, bins, tmp)
             if args.part in ("throughput", "all"):
