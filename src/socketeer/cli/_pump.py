@@ -148,7 +148,7 @@ class StreamPump:
 
     def _settle(self, peer: _Peer) -> None:
         """Drop the peer once both of its directions are done."""
-        if not peer.reading and peer.outlet.done:
+        if not peer.reading and peer.outlet.done and peer.sock.fileno() in self._peers:
             self._report.debug(f"{peer.name}: both directions done")
             self._drop(peer)
 
