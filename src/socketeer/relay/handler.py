@@ -20,25 +20,22 @@ the worker's one loop, no thread or task per pair).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import ipaddress
 import os
 import shutil
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import proxyproto
 from .._deadline import Deadline
-from .._sockio import address_of, local_address, translate_errors
+from .._sockio import Target, resolve, translate_errors
 from .._tlsopt import client_setup_for
 from ..address import Address
-from ..aio._ready import fd_ready
 from ..connection import Connection, connect
-from ..errors import NetworkError, SocketeerError, Timeout, UsageError
+from ..errors import NetworkError, SocketeerError, UsageError
 from ..handlers.base import Handler
 from ..server import _log
 from ..server.accept import DESCRIPTOR_ERRNOS
@@ -96,11 +93,24 @@ class RelayHandler(Handler):
         self.tls_setup = (
             client_setup_for(target, tls_client) if isinstance(target, Address) else None
         )
+        #: TO's socket addresses, resolved once, when the async model can set a
+        #: client up on callbacks alone (see loop_client); None: in a task.
+        self.callback_targets = self._callback_targets()
         self.idle_timeout: float | None = None
         self._idle: IdleWatch | None = None
         self._pairs: set[Pair] = set()
         self._lock = threading.Lock()
-        self._loop_clients: set[LoopClient] = set()
+        self.loop_clients: set[Any] = set()  # loop_client.LoopClient
+
+    def _callback_targets(self) -> list[Target] | None:
+        target = self.target
+        if not isinstance(target, Address) or self.tls_setup is not None:
+            return None
+        if self.accept_proxy_protocol:
+            return None  # waits for the client's bytes
+        if not (target.is_unix or _is_ip_literal(target.host)):
+            return None  # a name: looked up per client, off the loop's thread
+        return resolve(target, passive=False)
 
     def check(self, *, model: str, workers: int, datagram: bool) -> None:
         if datagram:
@@ -229,11 +239,11 @@ class RelayHandler(Handler):
         like: Address,
         tls_context: Any,
         finished: Callable[[int | None, int | None, BaseException | None], None],
-    ) -> LoopClient:
+    ) -> Any:
         """Serve an accepted socket on the running loop; ``finished`` is called once at the end."""
-        client = LoopClient(self, sock, peername, like, tls_context, finished)
-        self._loop_clients.add(client)
-        return client
+        from .loop_client import LoopClient
+
+        return LoopClient(self, sock, peername, like, tls_context, finished)
 
     def close(self) -> None:
         """Cut every pair still open (the end of a grace period, or the server's close)."""
@@ -241,157 +251,11 @@ class RelayHandler(Handler):
             pairs = list(self._pairs)
         for pair in pairs:
             pair.abort()
-        for client in list(self._loop_clients):
+        for client in list(self.loop_clients):
             client.abort(SocketeerError("closed at shutdown"))
         if self._idle is not None:
             self._idle.close()
             self._idle = None
-
-
-class LoopClient:
-    """One client of the async relay: a set-up task, then a ``LoopPair`` on callbacks."""
-
-    __slots__ = (
-        "finished",
-        "handler",
-        "like",
-        "pair",
-        "peername",
-        "sock",
-        "started",
-        "task",
-        "tls_context",
-    )
-
-    def __init__(  # noqa: PLR0917 - made in one place, start_async
-        self,
-        handler: RelayHandler,
-        sock: socket.socket,
-        peername: Any,
-        like: Address,
-        tls_context: Any,
-        finished: Callable[[int | None, int | None, BaseException | None], None],
-    ) -> None:
-        from .looped import LoopPair
-
-        self.handler = handler
-        self.sock: Any = sock
-        self.peername = peername
-        self.like = like
-        self.tls_context = tls_context
-        self.finished = finished
-        self.started = time.monotonic()
-        self.pair: LoopPair | None = None
-        self.task: asyncio.Task[None] | None = asyncio.ensure_future(self._set_up())
-
-    @property
-    def last_activity(self) -> float:
-        return self.pair.last_activity if self.pair is not None else self.started
-
-    @property
-    def peer(self) -> Address | None:
-        return address_of(self.peername, self.like) if self.peername else None
-
-    async def _set_up(self) -> None:
-        from .looped import LoopPair, loop_resources
-
-        handler = self.handler
-        loop = asyncio.get_running_loop()
-        upstream: Any = None
-        program: Any = None
-        try:
-            self.sock.setblocking(False)
-            if self.tls_context is not None:
-                from ..tls import ServerHandshake
-
-                where = f"client {self.peer or 'local client'}"
-                handshake = ServerHandshake(self.sock, self.tls_context, where)
-                self.sock = handshake.sock
-                await _step(loop, handshake)
-            source, destination = self.peer, None
-            prefix = b""
-            if handler.accept_proxy_protocol or handler.proxy_protocol is not None:
-                destination = local_address(self.sock, self.like)
-            if handler.accept_proxy_protocol:
-                header, prefix = await _read_proxy_header_async(loop, self.sock)
-                source, destination = handler._header_names(header, source, destination)
-            target = handler.target
-            if isinstance(target, Program):
-                upstream, program = await _start_program(target)
-            else:
-                assert isinstance(target, Address)
-                from ..aio.connection import connected_socket_async
-
-                upstream = await connected_socket_async(target, Deadline(handler.connect_timeout))
-                if handler.tls_setup is not None:
-                    from ..tls import ClientHandshake
-
-                    stepped = ClientHandshake(upstream, target, handler.tls_setup)
-                    upstream = stepped.sock
-                    await _step(loop, stepped)
-            first = prefix
-            if handler.proxy_protocol is not None:
-                first = handler._proxy_header(source, destination) + prefix
-            if first:
-                await _send_all(loop, upstream, first, handler.target_name)
-            pool, buffer = loop_resources(loop)
-            done: asyncio.Future[None] | None = loop.create_future() if program else None
-            self.pair = LoopPair(
-                loop,
-                self.sock,
-                upstream,
-                pool=pool,
-                buffer=buffer,
-                on_end=self._ended if done is None else lambda p: done.set_result(None),
-                upstream_name=handler.target_name,
-                zero_copy=handler.zero_copy,
-                observe=handler.observe,
-            )
-            upstream = None
-            self.pair.start()
-            if done is None:
-                return  # the pair runs on callbacks: no task from here on
-            try:
-                await done  # a program: reap it when the pair is over
-            finally:
-                await _stop_program(program)
-            self._ended(self.pair)
-        except asyncio.CancelledError:
-            self._fail(upstream, SocketeerError("closed at shutdown"))
-        except SocketeerError as exc:
-            self._fail(upstream, exc)
-        except OSError as exc:
-            from .._sockio import error_for
-
-            self._fail(upstream, error_for(exc, "relay", handler.target_name, None))
-        finally:
-            self.task = None
-
-    def _fail(self, upstream: Any, error: SocketeerError) -> None:
-        if self.pair is not None:
-            self.pair.abort(error)
-            if self.pair.on_end is not self._ended:
-                self._ended(self.pair)
-            return
-        with contextlib.suppress(OSError):
-            self.sock.close()
-        if upstream is not None:
-            with contextlib.suppress(OSError):
-                upstream.close()
-        self.handler._loop_clients.discard(self)
-        report_set_up_failure(self.peer, error)
-        self.finished(0, 0, error)
-
-    def _ended(self, pair: Any) -> None:
-        self.handler._loop_clients.discard(self)
-        self.finished(pair.bytes_up, pair.bytes_down, pair.error)
-
-    def abort(self, reason: SocketeerError | None = None) -> None:
-        """Cut this client now (idle timeout, forced shutdown)."""
-        if self.task is not None:
-            self.task.cancel()
-        elif self.pair is not None:
-            self.pair.abort(reason)
 
 
 # -- helpers --------------------------------------------------------------------------
@@ -455,89 +319,15 @@ def _read_proxy_header(conn: Connection) -> tuple[proxyproto.ProxyHeader, bytes]
         buffer += data
 
 
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-async def _step(loop: Any, handshake: Any) -> None:
-    """Drive a stepped TLS handshake on the loop until done (or its deadline)."""
-    fd = handshake.sock.fileno()
-    while not handshake.step():
-        try:
-            await fd_ready(fd, write=handshake.wants_write, deadline=handshake.deadline)
-        except Timeout:
-            raise handshake.expire() from None
-
-
-def _would_block() -> tuple[type[BaseException], ...]:
-    import sys
-
-    ssl = sys.modules.get("ssl")
-    if ssl is None:
-        return (BlockingIOError,)
-    return (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-
-
-async def _read_proxy_header_async(loop: Any, sock: Any) -> tuple[proxyproto.ProxyHeader, bytes]:
-    deadline = time.monotonic() + PROXY_HEADER_TIMEOUT
-    buffer = b""
-    would_block = _would_block()
-    while True:
-        found = proxyproto.parse_proxy_header(buffer)
-        if found is not None:
-            header, used = found
-            return header, buffer[used:]
-        try:
-            data = sock.recv(65536)
-        except would_block:
-            try:
-                await fd_ready(sock.fileno(), deadline=deadline)
-            except Timeout:
-                raise Timeout(f"no PROXY header within {PROXY_HEADER_TIMEOUT:g}s") from None
-            continue
-        except OSError as exc:
-            from .._sockio import error_for
-
-            raise error_for(exc, "recv", "client", None) from None
-        if not data:
-            raise proxyproto.ProxyProtocolError("connection closed before a PROXY header")
-        buffer += data
-
-
-async def _send_all(loop: Any, sock: Any, data: bytes, where: str) -> None:
-    view = memoryview(data)
-    would_block = _would_block()
-    while view:
-        try:
-            with translate_errors("send", where):
-                sent = sock.send(view)
-        except would_block:
-            await fd_ready(sock.fileno(), write=True)
-            continue
-        view = view[sent:]
-
-
-async def _start_program(target: Program) -> tuple[socket.socket, Any]:
-    """``exec:`` on the loop: the program's stdin and stdout are one end of a socketpair."""
-    ours, theirs = socket.socketpair()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *target.argv, stdin=theirs.fileno(), stdout=theirs.fileno()
-        )
-    except OSError as exc:
-        ours.close()
-        raise NetworkError(f"exec: cannot run {target.argv[0]}: {exc.strerror}") from None
-    finally:
-        theirs.close()
-    return ours, proc
-
-
-async def _stop_program(proc: Any) -> None:
-    if proc.returncode is None:
-        try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except (asyncio.TimeoutError, TimeoutError):
-            proc.kill()
-            await proc.wait()

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
+from .._flow import would_block
 from .._sockio import error_for
 from ..errors import SocketeerError
 
@@ -47,15 +48,6 @@ TRIM_AFTER: Final = 1.0  # seconds without a pipe in use before the spares are c
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _FATAL_SPLICE: Final = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
-
-
-def _would_block() -> tuple[type[BaseException], ...]:
-    import sys
-
-    ssl = sys.modules.get("ssl")
-    if ssl is None:
-        return (BlockingIOError, InterruptedError)
-    return (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class PipePool:
@@ -142,6 +134,7 @@ class _Direction:
         "pending",
         "pipe",
         "queued",
+        "reading",
         "splice",
         "src",
         "src_fd",
@@ -159,7 +152,8 @@ class _Direction:
         self.queued = 0  # bytes in the pipe
         self.pending: bytes = b""  # buffered mode: bytes dst did not take yet
         self.eof = False
-        self.held = False  # waiting for dst to take bytes: src is not being read
+        self.held = False  # waiting for dst to take bytes: dst's writer callback is on
+        self.reading = False  # src's reader callback is on
         self.done = False
 
     # -- readiness ----------------------------------------------------------------
@@ -192,7 +186,7 @@ class _Direction:
             self._finish()
         else:
             self._release_pipe()
-            self.pair.loop.add_reader(self.src_fd, self.on_readable)
+            self.read()
             if self._tls_pending():
                 self.pair.loop.call_soon(self.on_readable)
 
@@ -242,11 +236,11 @@ class _Direction:
 
     def _copy_in(self) -> None:
         buffer = self.pair.buffer
-        would_block = _would_block()
+        blocked = would_block()
         for _ in range(ROUNDS):
             try:
                 received = self.src.recv_into(buffer)
-            except would_block:
+            except blocked:
                 return
             if received == 0:
                 self.eof = True
@@ -257,7 +251,7 @@ class _Direction:
                 self.pair.observe(bytes(chunk), self.marker)
             try:
                 sent = self.dst.send(chunk)
-            except would_block:
+            except blocked:
                 sent = 0
             if sent:
                 self.pair.moved(sent, self.up)
@@ -271,7 +265,7 @@ class _Direction:
     def _flush(self) -> bool:
         try:
             sent = self.dst.send(self.pending)
-        except _would_block():
+        except would_block():
             return False
         self.pair.moved(sent, self.up)
         self.pending = self.pending[sent:]
@@ -283,11 +277,21 @@ class _Direction:
 
     # -- state ----------------------------------------------------------------------
 
+    def read(self) -> None:
+        """Have the loop call ``on_readable`` when src has bytes (or EOF)."""
+        self.reading = True
+        self.pair.loop.add_reader(self.src_fd, self.on_readable)
+
+    def _unread(self) -> None:
+        if self.reading:
+            self.reading = False
+            self.pair.loop.remove_reader(self.src_fd)
+
     def _hold(self) -> None:
         """dst is full: stop reading src until it drains (flow control)."""
         if not self.held:
             self.held = True
-            self.pair.loop.remove_reader(self.src_fd)
+            self._unread()
             self.pair.loop.add_writer(self.dst_fd, self.on_writable)
 
     def _finish(self) -> None:
@@ -296,16 +300,17 @@ class _Direction:
             return  # the writer callback finishes once they are out
         self._release_pipe()
         self.done = True
-        self.pair.loop.remove_reader(self.src_fd)
+        self._unread()
         if not hasattr(self.dst, "pending"):  # no half-close over TLS (as Connection)
             with contextlib.suppress(OSError):
                 self.dst.shutdown(socket.SHUT_WR)
         self.pair.direction_done()
 
     def stop(self) -> None:
-        loop = self.pair.loop
-        loop.remove_reader(self.src_fd)
-        loop.remove_writer(self.dst_fd)
+        self._unread()
+        if self.held:
+            self.held = False
+            self.pair.loop.remove_writer(self.dst_fd)
         self._release_pipe()
 
 
@@ -361,16 +366,14 @@ class LoopPair:
         self.bytes_down = 0  # upstream -> client
         self.last_activity = time.monotonic()
         self.error: SocketeerError | None = None
-        self.ended = False
-        client.setblocking(False)
-        upstream.setblocking(False)
+        self.ended = False  # both sockets come non-blocking (loop_client makes them so)
         self.up = _Direction(self, client, upstream, True)
         self.down = _Direction(self, upstream, client, False)
 
     def start(self) -> None:
         """Begin copying (on the loop's thread)."""
-        self.loop.add_reader(self.up.src_fd, self.up.on_readable)
-        self.loop.add_reader(self.down.src_fd, self.down.on_readable)
+        self.up.read()
+        self.down.read()
         for direction in (self.up, self.down):  # TLS bytes decrypted with the handshake
             if direction._tls_pending():
                 self.loop.call_soon(direction.on_readable)

@@ -241,7 +241,8 @@ class AsyncRunner:
         else:
             sock.setblocking(True)
             tracked.task = asyncio.ensure_future(self._serve_socket(sock, tracked))
-        self._watch_idle(tracked)
+        if sock in self.active:  # not over already (a TO that refused at once)
+            self._watch_idle(tracked)
 
     async def _serve_socket(self, sock: socket.socket, tracked: _Tracked) -> None:
         error: BaseException | None = None
