@@ -100,7 +100,6 @@ class RelayHandler(Handler):
         self._idle: IdleWatch | None = None
         self._pairs: set[Pair] = set()
         self._lock = threading.Lock()
-        self.loop_clients: set[Any] = set()  # loop_client.LoopClient
 
     def _callback_targets(self) -> list[Target] | None:
         target = self.target
@@ -251,8 +250,7 @@ class RelayHandler(Handler):
             pairs = list(self._pairs)
         for pair in pairs:
             pair.abort()
-        for client in list(self.loop_clients):
-            client.abort(SocketeerError("closed at shutdown"))
+        # Async clients are cut by their runner, which tracks every connection.
         if self._idle is not None:
             self._idle.close()
             self._idle = None

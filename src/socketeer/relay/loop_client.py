@@ -85,7 +85,6 @@ class LoopClient:
         self.connecting: socket.socket | None = None
         self.connect_timer: asyncio.TimerHandle | None = None
         self.attempt = 0
-        handler.loop_clients.add(self)
         sock.setblocking(False)
         if tls_context is None and handler.callback_targets is not None:
             self._connect_next()
@@ -281,12 +280,10 @@ class LoopClient:
                 upstream.close()
         from .handler import report_set_up_failure
 
-        self.handler.loop_clients.discard(self)
         report_set_up_failure(self.peer, error)
         self.finished(0, 0, error)
 
     def _ended(self, pair: LoopPair) -> None:
-        self.handler.loop_clients.discard(self)
         self.finished(pair.bytes_up, pair.bytes_down, pair.error)
 
     def abort(self, reason: SocketeerError | None = None) -> None:

@@ -46,6 +46,7 @@ ROUNDS: Final = 8  # chunks per wake-up before other pairs get their turn
 POOL_KEEP: Final = 64  # spare pipes kept open for the next burst
 TRIM_AFTER: Final = 1.0  # seconds without a pipe in use before the spares are closed
 _F_SETPIPE_SZ: Final = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_GETPIPE_SZ: Final = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _SPLICE_FLAGS: Final = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 _FATAL_SPLICE: Final = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
 
@@ -64,6 +65,7 @@ class PipePool:
         self._loop = loop
         self._trim: Any = None
         self.lent = 0
+        self.capacity = PIPE_SIZE  # the smallest pipe made: a read this long may not be all
 
     def take(self) -> tuple[int, int]:
         """A pipe (read end, write end); raises OSError (EMFILE, ...) when none can be made."""
@@ -71,8 +73,11 @@ class PipePool:
             self.lent += 1
             return self._spare.pop()
         read_end, write_end = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        with contextlib.suppress(OSError):  # a smaller pipe still works, in smaller steps
+        try:
             fcntl.fcntl(write_end, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:  # a smaller pipe still works, in smaller steps
+            size = fcntl.fcntl(write_end, _F_GETPIPE_SZ)
+            self.capacity = min(self.capacity, size)
         self.lent += 1
         return read_end, write_end
 
@@ -129,7 +134,6 @@ class _Direction:
         "dst_fd",
         "eof",
         "held",
-        "marker",
         "pair",
         "pending",
         "pipe",
@@ -146,7 +150,6 @@ class _Direction:
         self.src, self.dst = src, dst
         self.src_fd, self.dst_fd = src.fileno(), dst.fileno()
         self.up = up
-        self.marker = ">" if up else "<"
         self.splice = pair.zero_copy
         self.pipe: tuple[int, int] | None = None
         self.queued = 0  # bytes in the pipe
@@ -207,6 +210,8 @@ class _Direction:
             self.queued += moved
             if not self._splice_out():
                 return  # held: dst's writer callback takes over
+            if moved < self.pair.pool.capacity:
+                break  # src is drained for now: the loop says when more comes
         if self.eof:
             self._finish()
         elif not self.queued:
@@ -248,7 +253,7 @@ class _Direction:
                 return
             chunk = buffer[:received]
             if self.pair.observe is not None:
-                self.pair.observe(bytes(chunk), self.marker)
+                self.pair.observe(bytes(chunk), ">" if self.up else "<")
             try:
                 sent = self.dst.send(chunk)
             except blocked:
@@ -259,6 +264,8 @@ class _Direction:
                 self.pending = bytes(chunk[sent:])
                 self._hold()
                 return
+            if received < len(buffer):
+                break  # src is drained for now (TLS: what it decrypted is checked below)
         if self._tls_pending():  # decrypted bytes poll() cannot see: come back for them
             self.pair.loop.call_soon(self.on_readable)
 
