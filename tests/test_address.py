@@ -203,3 +203,17 @@ def test_ipv4_literals_are_what_ipaddress_says(text: str) -> None:
     except ValueError:
         expected = False
     assert bool(_IPV4.fullmatch(text)) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "literal"),
+    [
+        ("tcp://127.0.0.1:1", True),
+        ("[::1]:1", True),
+        ("tcp6://[fe80::1%lo]:1", True),
+        ("tcp://localhost:1", False),
+        ("udp://example.test:53", False),
+    ],
+)
+def test_ip_literals_need_no_lookup(text: str, literal: bool) -> None:
+    assert Address.parse(text).is_ip_literal is literal

@@ -155,13 +155,18 @@ def test_stdio_to_tcp_200_mb_each_way(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_50_concurrent_pairs_of_2_mb(background: type[Background], model: str) -> None:
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_50_concurrent_pairs_of_2_mb(
+    background: type[Background], model: str, workers: str
+) -> None:
     echo = background(
         [*SOCKETEER, "serve", "--model", "async", "-q", "tcp://127.0.0.1:0", "echo"],
         stdin=subprocess.DEVNULL,
     )
     echo_address = _listening_quietly(echo)
-    relay, address = start_relay(background, "--model", model, "tcp://127.0.0.1:0", echo_address)
+    relay, address = start_relay(
+        background, "--model", model, "--workers", workers, "tcp://127.0.0.1:0", echo_address
+    )
 
     async def one(i: int) -> bool:
         payload = hashlib.shake_256(b"pair %d" % i).digest(2 * BLOCK)

@@ -133,6 +133,15 @@ class Address:
         return self.scheme == "tls"
 
     @property
+    def is_ip_literal(self) -> bool:
+        """Whether the host is an IP address, not a name: nothing to look up."""
+        try:
+            ipaddress.ip_address(self.host.split("%", 1)[0])
+        except ValueError:
+            return False
+        return True
+
+    @property
     def ip_version(self) -> int | None:
         """4 or 6 when the scheme (tcp4, udp6, ...) or an IP literal forces one."""
         if self.scheme.endswith("4"):

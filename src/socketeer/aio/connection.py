@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import os
 import socket
 import time
@@ -99,21 +98,13 @@ async def _connect_inet(sock: socket.socket, sockaddr: Any, deadline: Deadline) 
         raise OSError(code, os.strerror(code))
 
 
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
-
-
 async def resolve_async(address: Address) -> list[Target]:
     """``_sockio.resolve`` for connecting, with DNS off the event loop's thread.
 
     Unix paths and IP literals need no DNS: they are resolved in place, so a
     relay to ``127.0.0.1`` starts no resolver thread.
     """
-    if not address.is_inet or _is_ip_literal(address.host):
+    if not address.is_inet or address.is_ip_literal:
         return resolve(address, passive=False)
     loop = asyncio.get_running_loop()
     kind = socket.SOCK_DGRAM if address.is_datagram else socket.SOCK_STREAM

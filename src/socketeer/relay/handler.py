@@ -20,7 +20,6 @@ the worker's one loop, no thread or task per pair).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import socket
@@ -107,7 +106,7 @@ class RelayHandler(Handler):
             return None
         if self.accept_proxy_protocol:
             return None  # waits for the client's bytes
-        if not (target.is_unix or _is_ip_literal(target.host)):
+        if not (target.is_unix or target.is_ip_literal):
             return None  # a name: looked up per client, off the loop's thread
         return resolve(target, passive=False)
 
@@ -315,14 +314,6 @@ def _read_proxy_header(conn: Connection) -> tuple[proxyproto.ProxyHeader, bytes]
         if not data:
             raise proxyproto.ProxyProtocolError("connection closed before a PROXY header")
         buffer += data
-
-
-def _is_ip_literal(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return False
-    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -116,6 +116,7 @@ class Server:
         self.listener: Listener | None = None
         self.endpoint: DatagramEndpoint | None = None
         self.reserved: socket.socket | None = None  # workers + SO_REUSEPORT: holds the port
+        self.prepared: list[socket.socket] = []  # listening sockets for workers not yet started
         self._bind(target)
         self.datagram = self.endpoint is not None
         try:
@@ -154,9 +155,27 @@ class Server:
             reserved_at = local_address(self.reserved, target)
             assert reserved_at is not None
             self.address = reserved_at
+            try:
+                self.prepared = [self.reuse_port_listener() for _ in range(self.workers)]
+            except BaseException:
+                self.close()
+                raise
             return
         self.listener = listen(target, backlog=self.backlog, tls=self.tls_context)
         self.address = self.listener.address
+
+    def reuse_port_listener(self) -> socket.socket:
+        """A listening socket of the SO_REUSEPORT group on ``address`` (for one worker)."""
+        from .._sockio import bound_socket
+
+        sock, _ = bound_socket(self.address, reuse_port=True)
+        try:
+            with translate_errors("listen", self.address):
+                sock.listen(self.backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     @property
     def access(self) -> Any:
@@ -218,6 +237,9 @@ class Server:
             self.endpoint.close()
         if self.reserved is not None:
             self.reserved.close()
+        for sock in getattr(self, "prepared", ()):
+            sock.close()
+        self.prepared = []
         stopper = getattr(self, "stopper", None)
         if stopper is not None:
             stopper.close()

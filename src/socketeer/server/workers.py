@@ -15,7 +15,6 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from .._sockio import bound_socket
 from ..listener import Listener
 from . import _log
 from .children import kill_and_reap, signal_all
@@ -65,18 +64,34 @@ class Supervisor:
         return gone
 
     def _spawn(self) -> None:
-        pid = os.fork()
+        own = None
+        if self.server.reserved is not None:
+            # The worker's own SO_REUSEPORT socket, listening before the fork:
+            # the first ones were made with the server, so the whole group
+            # listens by the time "listening on" is printed (a client that
+            # comes before a worker runs waits in its backlog, never refused).
+            prepared = self.server.prepared
+            own = prepared.pop() if prepared else self.server.reuse_port_listener()
+        try:
+            pid = os.fork()
+        except BaseException:
+            if own is not None:
+                own.close()
+            raise
         if pid:
+            if own is not None:
+                own.close()  # the worker's now: a copy here would hold clients nobody takes
             self.workers[pid] = time.monotonic()
             return
         status = 0
         try:
             self.stopper.restore_signals()
             self.server.stopper = Stopper()
-            if self.server.reserved is not None:
-                sock, _ = bound_socket(self.server.address, reuse_port=True)
-                sock.listen(self.server.backlog)
-                self.server.listener = Listener(sock, address=self.server.address)
+            for other in self.server.prepared:
+                other.close()  # the other workers' sockets
+            self.server.prepared = []
+            if own is not None:
+                self.server.listener = Listener(own, address=self.server.address)
                 self.server.listener.tls_context = self.server.tls_context
             self.server.run_one()
         except BaseException:
