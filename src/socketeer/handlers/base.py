@@ -9,6 +9,7 @@ start-up and with a clear message, a model or socket kind it cannot serve.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..address import Address
@@ -59,6 +60,16 @@ class Handler:
 
     def datagram(self, data: bytes, sender: Address | None, endpoint: DatagramEndpoint) -> None:
         raise UsageError(f"handler {self.name} does not serve datagram sockets")
+
+    def datagram_reply(self) -> Callable[[memoryview], Any] | None:
+        """A function from a datagram to its reply (None: no reply), for the fast path.
+
+        Handlers that need no sender and no endpoint (echo, discard, ack) give
+        one, and the datagram server then builds no ``bytes`` and no
+        ``Address`` per datagram; None means "call ``datagram`` instead".
+        The view is only valid during the call.
+        """
+        return None
 
     async def serve_socket_async(
         self, sock: socket.socket, local: Address | None, peer: Address | None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .._sockio import translate_errors
@@ -55,6 +56,9 @@ class Echo(Handler):
         if sender is not None:
             endpoint.send(data, to=sender)
 
+    def datagram_reply(self) -> Callable[[memoryview], Any]:
+        return _same
+
     def fast_protocol(self) -> Any:
         return EchoProtocol
 
@@ -83,6 +87,9 @@ class Discard(Handler):
     def datagram(self, data: bytes, sender: Address | None, endpoint: DatagramEndpoint) -> None:
         pass
 
+    def datagram_reply(self) -> Callable[[memoryview], Any]:
+        return _nothing
+
     def fast_protocol(self) -> Any:
         return DiscardProtocol
 
@@ -107,6 +114,22 @@ class Ack(Handler):
         print_line(b"Here is the message: " + data.rstrip(b"\r\n"))
         if sender is not None:
             endpoint.send(ACK, to=sender)
+
+    def datagram_reply(self) -> Callable[[memoryview], Any]:
+        return _ack
+
+
+def _same(data: memoryview) -> memoryview:
+    return data
+
+
+def _nothing(data: memoryview) -> None:
+    return None
+
+
+def _ack(data: memoryview) -> bytes:
+    print_line(b"Here is the message: " + bytes(data).rstrip(b"\r\n"))
+    return ACK
 
 
 # -- the async model's fast paths: no Connection object, no task per client ----------

@@ -1,40 +1,67 @@
 """Datagram relays: a session per sender, so replies reach the right client (SPEC §6).
 
 Each sender on FROM gets its own socket connected to TO (a session); what
-comes back on that socket goes to that sender only. Sessions idle for
-``idle_timeout`` expire, and the table is bounded: when it is full the least
-recently used session is evicted (and logged), so a flood of senders cannot
-exhaust file descriptors.
+comes back on that socket goes to that sender only. All sessions are served
+by one loop, on the same fast path as datagram servers: every wake-up drains
+a socket until EAGAIN into one reused buffer, senders stay raw sockaddrs (an
+``Address`` is made for a log line only), and nothing is scanned per
+datagram.
+
+The session table is kept in order of last activity (an ``OrderedDict``
+moved to the end on every datagram, either way), which makes it its own
+timer queue: every session has the same idle timeout, so the first entry is
+always the next to expire and the loop sleeps exactly until then. The same
+order evicts the least recently used session when the table is full, so a
+flood of senders cannot exhaust descriptors.
 """
 
 from __future__ import annotations
 
 import logging
 import selectors
+import socket
+import sys
 import time
 from collections import OrderedDict
+from typing import Any
 
+from .._resource import discard
+from .._sockio import SocketFile, address_of, autobind_unix, error_for, resolve, translate_errors
 from ..address import Address
-from ..datagram import DatagramEndpoint, open_datagram
-from ..errors import SocketeerError, Timeout
+from ..datagram import MAX_DATAGRAM, open_datagram
+from ..errors import SocketeerError
 from ..server.lifecycle import Stopper
 
 log = logging.getLogger("socketeer.relay")
 
 DEFAULT_SESSION_IDLE = 60.0
 DEFAULT_MAX_SESSIONS = 1024
+BATCH = 256  # datagrams per wake-up and socket before the others get a turn
+_TRUNC = getattr(socket, "MSG_TRUNC", 0) if sys.platform.startswith("linux") else 0
+_IDLE = (BlockingIOError, InterruptedError)
 
 
 class _Session:
-    __slots__ = ("client", "endpoint", "last_seen")
+    """One sender's own socket to TO, and when it last moved a datagram."""
 
-    def __init__(self, client: Address, endpoint: DatagramEndpoint) -> None:
-        self.client = client
-        self.endpoint = endpoint
+    __slots__ = ("client", "last_seen", "sock", "socket_file")
+
+    def __init__(self, client: Any, sock: socket.socket, socket_file: SocketFile | None) -> None:
+        self.client = client  # the raw sockaddr the kernel gave
+        self.sock = sock
+        self.socket_file = socket_file  # a Unix session's own name, off Linux
         self.last_seen = time.monotonic()
+
+    def close(self) -> None:
+        discard(self.sock, self.socket_file)
+
+
+__all__ = ["DatagramRelay"]
 
 
 class DatagramRelay:
+    """A datagram relay from ``source`` to ``target``; ``serve_forever()``, then ``close()``."""
+
     def __init__(
         self,
         source: Address,
@@ -46,15 +73,20 @@ class DatagramRelay:
         self.target = target
         self.idle_timeout = idle_timeout or DEFAULT_SESSION_IDLE
         self.max_sessions = max_sessions
+        self._targets = resolve(target, passive=False)  # once: every session connects here
         self.front = open_datagram(bind=source)
         self.address = self.front.local
-        self.sessions: OrderedDict[Address, _Session] = OrderedDict()
+        self._like = self.front.like
+        self.sessions: OrderedDict[Any, _Session] = OrderedDict()
         self.stopper = Stopper()
         self._selector = selectors.DefaultSelector()
+        self._buffer = bytearray(MAX_DATAGRAM)
+        self._view = memoryview(self._buffer)
 
     def serve_forever(self) -> None:
         self.stopper.install_signals()
         selector = self._selector
+        self.front.socket.setblocking(False)
         selector.register(self.front.fileno(), selectors.EVENT_READ, None)
         selector.register(self.stopper.fileno(), selectors.EVENT_READ, "stop")
         try:
@@ -63,87 +95,140 @@ class DatagramRelay:
                     if key.data == "stop":
                         self.stopper.drain()
                     elif key.data is None:
-                        self._from_client()
+                        self._from_clients()
                     else:
                         self._from_upstream(key.data)
                 self._expire()
         finally:
             self.close()
 
+    # -- the table ------------------------------------------------------------------
+
     def _next_expiry(self) -> float | None:
-        if not self.sessions:
-            return None
-        oldest = min(s.last_seen for s in self.sessions.values())
-        return max(0.0, oldest + self.idle_timeout - time.monotonic())
-
-    def _from_client(self) -> None:
-        try:
-            data, sender = self.front.recv(timeout=0)
-        except Timeout:
-            return
-        except SocketeerError as exc:
-            log.warning("recv: %s", exc)
-            return
-        if sender is None:
-            log.warning("datagram from an unnamed socket: no way to reply, dropped")
-            return
-        session = self.sessions.get(sender)
-        if session is None:
-            session = self._open_session(sender)
-            if session is None:
-                return
-        session.last_seen = time.monotonic()
-        self.sessions.move_to_end(sender)
-        try:
-            session.endpoint.send(data)
-        except SocketeerError as exc:
-            log.warning("session %s: %s", sender, exc)
-
-    def _open_session(self, sender: Address) -> _Session | None:
-        if len(self.sessions) >= self.max_sessions:
-            evicted, old = self.sessions.popitem(last=False)
-            log.warning("session table full (%d): evicting %s", self.max_sessions, evicted)
-            self._close_session(old)
-        try:
-            endpoint = open_datagram(self.target)
-        except SocketeerError as exc:
-            log.warning("session for %s: %s", sender, exc)
-            return None
-        session = _Session(sender, endpoint)
-        self.sessions[sender] = session
-        self._selector.register(endpoint.fileno(), selectors.EVENT_READ, session)
-        log.info("session %s -> %s opened", sender, self.target)
-        return session
-
-    def _from_upstream(self, session: _Session) -> None:
-        try:
-            data, _ = session.endpoint.recv(timeout=0)
-        except Timeout:
-            return
-        except SocketeerError as exc:
-            log.warning("session %s: %s", session.client, exc)
-            return
-        session.last_seen = time.monotonic()
-        try:
-            self.front.send(data, to=session.client)
-        except SocketeerError as exc:
-            log.warning("reply to %s: %s", session.client, exc)
+        """Seconds until the least recently active session expires (None: no session)."""
+        for session in self.sessions.values():  # the first one only
+            return max(0.0, session.last_seen + self.idle_timeout - time.monotonic())
+        return None
 
     def _expire(self) -> None:
         now = time.monotonic()
-        for sender, session in list(self.sessions.items()):
-            if now - session.last_seen >= self.idle_timeout:
-                del self.sessions[sender]
-                log.info("session %s expired after %gs idle", sender, self.idle_timeout)
-                self._close_session(session)
+        while self.sessions:
+            sender, session = next(iter(self.sessions.items()))
+            if now - session.last_seen < self.idle_timeout:
+                return  # the rest are younger
+            del self.sessions[sender]
+            log.info("session %s expired after %gs idle", self._name(sender), self.idle_timeout)
+            self._close_session(session)
+
+    def _touch(self, session: _Session) -> None:
+        session.last_seen = time.monotonic()
+        self.sessions.move_to_end(session.client)
+
+    def _name(self, sender: Any) -> Address | str:
+        return address_of(sender, self._like) or "an unnamed socket"
+
+    # -- datagrams --------------------------------------------------------------------
+
+    def _from_clients(self) -> None:
+        receive = self.front.socket.recvfrom_into
+        buffer, view = self._buffer, self._view
+        for _ in range(BATCH):
+            try:
+                size, sender = receive(buffer, MAX_DATAGRAM, _TRUNC)
+            except _IDLE:
+                return
+            except OSError as exc:
+                log.warning("recv: %s", error_for(exc, "recv", str(self.address), None))
+                continue
+            if size > MAX_DATAGRAM:
+                log.warning("datagram of %d bytes from %s dropped", size, self._name(sender))
+                continue
+            if not sender:
+                log.warning("datagram from an unnamed socket: no way to reply, dropped")
+                continue
+            session = self.sessions.get(sender)
+            if session is None:
+                session = self._open_session(sender)
+                if session is None:
+                    continue
+            else:
+                self._touch(session)
+            try:
+                session.sock.send(view[:size])
+            except _IDLE:
+                pass  # TO's socket buffer is full: dropped, as the network would
+            except OSError as exc:
+                where = str(self.target)
+                log.warning(
+                    "session %s: %s", self._name(sender), error_for(exc, "send", where, None)
+                )
+
+    def _open_session(self, sender: Any) -> _Session | None:
+        if len(self.sessions) >= self.max_sessions:
+            evicted, old = self.sessions.popitem(last=False)
+            log.warning(
+                "session table full (%d): evicting %s", self.max_sessions, self._name(evicted)
+            )
+            self._close_session(old)
+        row = self._targets[0]
+        socket_file = None
+        try:
+            with translate_errors("connect", self.target):
+                sock = socket.socket(row.family, row.type, row.proto)
+            try:
+                with translate_errors("connect", self.target):
+                    if self.target.is_unix:
+                        socket_file = autobind_unix(sock)  # so TO can answer this session
+                    sock.connect(row.sockaddr)
+                    sock.setblocking(False)
+            except BaseException:
+                discard(sock, socket_file)
+                raise
+        except SocketeerError as exc:
+            log.warning("session for %s: %s", self._name(sender), exc)
+            return None
+        session = _Session(sender, sock, socket_file)
+        self.sessions[sender] = session
+        self._selector.register(sock.fileno(), selectors.EVENT_READ, session)
+        if log.isEnabledFor(logging.INFO):
+            log.info("session %s -> %s opened", self._name(sender), self.target)
+        return session
+
+    def _from_upstream(self, session: _Session) -> None:
+        receive = session.sock.recv_into
+        send_to = self.front.socket.sendto
+        buffer, view = self._buffer, self._view
+        moved = False
+        for _ in range(BATCH):
+            try:
+                size = receive(buffer, MAX_DATAGRAM)
+            except _IDLE:
+                break
+            except OSError as exc:  # ICMP "port unreachable" from TO, say
+                log.warning(
+                    "session %s: %s",
+                    self._name(session.client),
+                    error_for(exc, "recv", str(self.target), None),
+                )
+                break
+            moved = True
+            try:
+                send_to(view[:size], session.client)
+            except _IDLE:
+                pass
+            except OSError as exc:
+                where = str(self._name(session.client))
+                log.warning("reply to %s: %s", where, error_for(exc, "send", where, None))
+        if moved and session.client in self.sessions:
+            self._touch(session)
 
     def _close_session(self, session: _Session) -> None:
-        self._selector.unregister(session.endpoint.fileno())
-        session.endpoint.close()
+        self._selector.unregister(session.sock.fileno())
+        session.close()
 
     def close(self) -> None:
         for session in self.sessions.values():
-            session.endpoint.close()
+            session.close()
         self.sessions.clear()
         self._selector.close()
         self.front.close()

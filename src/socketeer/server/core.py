@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from .. import handlers
-from .._sockio import translate_errors
+from .._sockio import bound_socket, local_address, translate_errors
 from .._tlsopt import server_context_for
 from ..address import Address
 from ..datagram import DatagramEndpoint, open_datagram
@@ -37,6 +37,8 @@ from .admission import Admission
 from .lifecycle import Stopper
 
 __all__ = ["Server"]
+
+_REUSE_PORT = hasattr(socket, "SO_REUSEPORT")
 
 
 def _adopt_inherited(address: Address) -> socket.socket:
@@ -116,9 +118,10 @@ class Server:
         self.listener: Listener | None = None
         self.endpoint: DatagramEndpoint | None = None
         self.reserved: socket.socket | None = None  # workers + SO_REUSEPORT: holds the port
-        self.prepared: list[socket.socket] = []  # listening sockets for workers not yet started
+        self.prepared: list[socket.socket] = []  # sockets for workers not yet started
+        self.per_worker_sockets = False  # SO_REUSEPORT: each worker its own socket
         self._bind(target)
-        self.datagram = self.endpoint is not None
+        self.datagram = target.is_datagram or self.endpoint is not None
         try:
             if self.datagram and self.tls_context is not None:
                 raise UsageError(f"TLS needs a stream socket, not {self.address}")
@@ -140,23 +143,38 @@ class Server:
                 self.listener.tls_context = self.tls_context  # TLS on an inherited socket
                 self.address = self.listener.address
             return
+        if target.is_datagram and self.workers > 1 and target.is_inet and _REUSE_PORT:
+            # A socket per worker in one SO_REUSEPORT group: the kernel hashes
+            # senders over them. No socket holds the port without reading it
+            # (it would take its share of the datagrams); the workers do.
+            first, _ = bound_socket(target, reuse_port=True)
+            bound_at = local_address(first, target)
+            assert bound_at is not None
+            self.address = bound_at
+            self.per_worker_sockets = True
+            self.prepared = [first]
+            try:
+                self.prepared += [self.worker_socket() for _ in range(self.workers - 1)]
+            except BaseException:
+                self.close()
+                raise
+            return
         if target.is_datagram:
             self.endpoint = open_datagram(bind=target)
             assert self.endpoint.local is not None
             self.address = self.endpoint.local
             return
-        if self.workers > 1 and target.is_inet and hasattr(socket, "SO_REUSEPORT"):
+        if self.workers > 1 and target.is_inet and _REUSE_PORT:
             # Each worker binds its own socket to the port (the kernel spreads
             # connections evenly); this bound, never-listening socket holds the
             # port for the group while workers come and go.
-            from .._sockio import bound_socket, local_address
-
             self.reserved, _ = bound_socket(target, reuse_port=True)
             reserved_at = local_address(self.reserved, target)
             assert reserved_at is not None
             self.address = reserved_at
+            self.per_worker_sockets = True
             try:
-                self.prepared = [self.reuse_port_listener() for _ in range(self.workers)]
+                self.prepared = [self.worker_socket() for _ in range(self.workers)]
             except BaseException:
                 self.close()
                 raise
@@ -164,11 +182,11 @@ class Server:
         self.listener = listen(target, backlog=self.backlog, tls=self.tls_context)
         self.address = self.listener.address
 
-    def reuse_port_listener(self) -> socket.socket:
-        """A listening socket of the SO_REUSEPORT group on ``address`` (for one worker)."""
-        from .._sockio import bound_socket
-
+    def worker_socket(self) -> socket.socket:
+        """One worker's socket of the SO_REUSEPORT group on ``address`` (listening, for streams)."""
         sock, _ = bound_socket(self.address, reuse_port=True)
+        if self.address.is_datagram:
+            return sock
         try:
             with translate_errors("listen", self.address):
                 sock.listen(self.backlog)
@@ -176,6 +194,14 @@ class Server:
             sock.close()
             raise
         return sock
+
+    def adopt_worker_socket(self, sock: socket.socket) -> None:
+        """In a worker: serve on its own socket of the group."""
+        if self.address.is_datagram:
+            self.endpoint = DatagramEndpoint(sock, like=self.address)
+        else:
+            self.listener = Listener(sock, address=self.address)
+            self.listener.tls_context = self.tls_context
 
     @property
     def access(self) -> Any:

@@ -15,7 +15,6 @@ import signal
 import time
 from typing import TYPE_CHECKING
 
-from ..listener import Listener
 from . import _log
 from .children import kill_and_reap, signal_all
 from .lifecycle import Stopper, wait_until
@@ -65,13 +64,13 @@ class Supervisor:
 
     def _spawn(self) -> None:
         own = None
-        if self.server.reserved is not None:
+        if self.server.per_worker_sockets:
             # The worker's own SO_REUSEPORT socket, listening before the fork:
             # the first ones were made with the server, so the whole group
             # listens by the time "listening on" is printed (a client that
             # comes before a worker runs waits in its backlog, never refused).
             prepared = self.server.prepared
-            own = prepared.pop() if prepared else self.server.reuse_port_listener()
+            own = prepared.pop() if prepared else self.server.worker_socket()
         try:
             pid = os.fork()
         except BaseException:
@@ -91,8 +90,7 @@ class Supervisor:
                 other.close()  # the other workers' sockets
             self.server.prepared = []
             if own is not None:
-                self.server.listener = Listener(own, address=self.server.address)
-                self.server.listener.tls_context = self.server.tls_context
+                self.server.adopt_worker_socket(own)
             self.server.run_one()
         except BaseException:
             _log.log.exception("worker %d failed", os.getpid())
