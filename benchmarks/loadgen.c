@@ -11,6 +11,12 @@
  *   loadgen hold    HOST PORT COUNT TIMEOUT        open COUNT connections at once (non-blocking),
  *                                                  each echoes one byte; print "ready SECONDS"
  *                                                  (set-up time of all), hold until stdin ends
+ *   loadgen udp     HOST PORT SENDERS SIZE SECONDS closed-loop UDP: SENDERS sockets, each
+ *                                                  sends one SIZE-byte datagram and waits for
+ *                                                  its reply; first one datagram per sender
+ *                                                  answered (warm-up, e.g. socat's fork), then
+ *                                                  0.5 s unmeasured; prints "RT/S P50_US P99_US
+ *                                                  LOST" (LOST: resent after 200 ms silence)
  *
  * Prints one line of results. Loopback only: HOST must be a numeric address.
  */
@@ -194,6 +200,89 @@ static int send_bulk(double seconds, int conns) {
     return 0;
 }
 
+/* Closed-loop UDP round trips.  Each datagram carries its sender's sequence
+ * number in its first 8 bytes, so a late reply to a datagram that was resent
+ * (after 200 ms without an answer) is recognised and ignored. */
+struct usender { int fd, waiting; unsigned long long seq; double sent_at; };
+
+static void usend(struct usender *u, char *msg, int size, double t) {
+    memcpy(msg, &u->seq, sizeof u->seq);
+    u->sent_at = t;
+    u->waiting = 1;
+    if (send(u->fd, msg, size, 0) != size && errno != EAGAIN && errno != ECONNREFUSED) die("send");
+}
+
+static int udp(int senders, int size, double seconds) {
+    if (size < 8) size = 8;
+    int ep = epoll_create1(0);
+    struct usender *us = calloc(senders, sizeof *us);
+    char *buf = malloc(65536), *msg = malloc(size);
+    memset(msg, 'u', size);
+    size_t cap = 1 << 22, nlat = 0;
+    double *lat = malloc(cap * sizeof *lat);
+    for (int i = 0; i < senders; i++) {
+        us[i].fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0);
+        if (us[i].fd < 0) die("socket");
+        if (connect(us[i].fd, (struct sockaddr *)&target, sizeof target) < 0) die("connect");
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &us[i]};
+        epoll_ctl(ep, EPOLL_CTL_ADD, us[i].fd, &ev);
+    }
+    /* Warm-up: every sender has one datagram answered before the loop starts. */
+    double begin = now(), warm = 0, end = 0, scanned = begin;
+    int answered = 0;
+    long done = 0, lost = 0;
+    for (int i = 0; i < senders; i++) usend(&us[i], msg, size, begin);
+    struct epoll_event evs[256];
+    while (1) {
+        int n = epoll_wait(ep, evs, 256, 50);
+        double t = now();
+        if (end && t >= end) break;
+        if (!end && t - begin > 10) {
+            fprintf(stderr, "only %d of %d senders answered\n", answered, senders);
+            return 1;
+        }
+        for (int k = 0; k < n; k++) {
+            struct usender *u = evs[k].data.ptr;
+            for (;;) {
+                ssize_t r = recv(u->fd, buf, 65536, 0);
+                if (r < 0 && errno == ECONNREFUSED) continue;  /* an ICMP from before the server */
+                if (r < 0) break;
+                unsigned long long seq;
+                if (r < (ssize_t)sizeof seq || !u->waiting) continue;
+                memcpy(&seq, buf, sizeof seq);
+                if (seq != u->seq) continue;  /* a late reply to a resent datagram */
+                u->waiting = 0;
+                u->seq++;
+                if (!end) { answered++; continue; }
+                if (t >= warm) {
+                    done++;
+                    if (nlat < cap) lat[nlat++] = t - u->sent_at;
+                }
+                usend(u, msg, size, t);
+            }
+        }
+        if (!end && answered == senders) {  /* the closed loop starts */
+            warm = t + 0.5;
+            end = warm + seconds;
+            for (int i = 0; i < senders; i++) usend(&us[i], msg, size, t);
+            continue;
+        }
+        if (t - scanned >= 0.05) {  /* resend what went unanswered for 200 ms */
+            scanned = t;
+            for (int i = 0; i < senders; i++) {
+                if (us[i].waiting && t - us[i].sent_at > 0.2) {
+                    if (end && t >= warm) lost++;
+                    usend(&us[i], msg, size, t);
+                }
+            }
+        }
+    }
+    qsort(lat, nlat, sizeof *lat, cmp_double);
+    double p50 = nlat ? lat[nlat / 2] : 0, p99 = nlat ? lat[(size_t)(nlat * 0.99)] : 0;
+    printf("%.1f %.1f %.1f %ld\n", done / seconds, p50 * 1e6, p99 * 1e6, lost);
+    return 0;
+}
+
 static void raise_nofile(void) {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -262,6 +351,7 @@ int main(int argc, char **argv) {
     raise_nofile();
     if (!strcmp(argv[1], "send") && (argc == 5 || argc == 6))
         return send_bulk(atof(argv[4]), argc == 6 ? atoi(argv[5]) : 1);
+    if (!strcmp(argv[1], "udp") && argc == 7) return udp(atoi(argv[4]), atoi(argv[5]), atof(argv[6]));
     if (!strcmp(argv[1], "hold") && argc == 6) return hold(atoi(argv[4]), atof(argv[5]));
     fprintf(stderr, "bad arguments\n");
     return 2;

@@ -1,6 +1,6 @@
 """Echo server benchmark: socketeer's models against the peers, side by side, in one run.
 
-    python benchmarks/run.py [--seconds S] [--rounds N] [--only rr|connect|memory]
+    python benchmarks/run.py [--seconds S] [--rounds N] [--only rr|connect|memory|udp]
 
 Builds a C load generator (and a C epoll echo server as the reference) with
 gcc, starts each server on 127.0.0.1, and measures
@@ -8,6 +8,9 @@ gcc, starts each server on 127.0.0.1, and measures
 - round trips per second of 64-byte messages with 1, 16 and 128 connections,
 - connections per second (connect, 1-byte echo, close; 16 at a time),
 - server memory per idle connection with 10,000 connections open (async servers),
+- UDP: round trips per second of 64-byte datagrams with 1, 16 and 128 senders
+  against the datagram echo servers, and through the datagram relays
+  (``benchmarks/udp.py``, which also runs alone),
 
 and prints Markdown tables with ratios to the hand-written uvloop
 BufferedProtocol server. The machine is shared and noisy: compare ratios
@@ -209,7 +212,7 @@ def main() -> int:
         default=3,
         help="measure every server this many times, interleaved; report medians",
     )
-    parser.add_argument("--only", choices=("rr", "connect", "memory"), help="one table only")
+    parser.add_argument("--only", choices=("rr", "connect", "memory", "udp"), help="one table only")
     parser.add_argument("--servers", help="comma-separated subset of the servers")
     args = parser.parse_args()
     servers = ALL_SERVERS
@@ -280,6 +283,10 @@ def main() -> int:
                     rows,
                 )
             )
+    if args.only in (None, "udp"):
+        import udp  # benchmarks/udp.py: the datagram tables, pinned as it documents
+
+        print(udp.report("all", seconds=args.seconds, rounds=args.rounds, senders=udp.SENDERS))
     return 0
 
 
