@@ -28,7 +28,7 @@ from socketeer.cli._options import (
     TLSClientOptions,
     TLSServerOptions,
 )
-from socketeer.cli.main import build_parser
+from socketeer.cli.parser import build_parser
 from socketeer.errors import UsageError
 
 from .conftest import SOCKETEER, Background, cli_env, run_cli

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import socketeer
 
 SRC = Path(socketeer.__file__).parent
@@ -52,16 +54,14 @@ def test_public_names_are_the_lazy_table() -> None:
 
 
 def test_importing_the_cli_does_not_load_the_commands() -> None:
-    # `socketeer --help` loads the parser and nothing else of socketeer.
+    # `socketeer --version` loads main and the errors, nothing else of socketeer.
     code = (
         "import sys, socketeer.cli.main; "
         "print(sorted(m for m in sys.modules if m.startswith('socketeer.') "
         "and m != 'socketeer.cli'))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert (
-        out.stdout.strip() == "['socketeer.cli._groups', 'socketeer.cli.main', 'socketeer.errors']"
-    )
+    assert out.stdout.strip() == "['socketeer.cli.main', 'socketeer.errors']"
 
 
 def test_typed_marker_is_shipped() -> None:
@@ -138,3 +138,44 @@ def test_server_is_importable_from_the_package_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+# What each start-up path may not load: modules of a command it does not run, and
+# typing, which Python itself never loads (``python -X importtime -c pass``).
+HEAVY = {"asyncio", "ssl", "typing", "selectors", "socket", "threading", "logging", "subprocess"}
+STARTUP_LIMITS = {
+    ("--version",): HEAVY | {"argparse", "dataclasses", "inspect", "signal", "traceback"},
+    ("--help",): HEAVY | {"dataclasses", "inspect", "traceback"},
+    ("relay", "--help"): HEAVY | {"dataclasses"},
+}
+
+
+def loaded_at_start(*argv: str) -> set[str]:
+    """The modules ``python -X importtime -m socketeer ARGV`` imported."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "socketeer", *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    names = set()
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    assert names, result.stderr
+    return names
+
+
+@pytest.mark.parametrize("argv", list(STARTUP_LIMITS), ids=" ".join)
+def test_start_up_loads_nothing_it_does_not_use(argv: tuple[str, ...]) -> None:
+    loaded = loaded_at_start(*argv)
+    assert not loaded & STARTUP_LIMITS[argv], sorted(loaded & STARTUP_LIMITS[argv])
+
+
+def test_connect_loads_no_typing_no_asyncio_no_ssl() -> None:
+    # A plain TCP client: sockets and selectors yes; typing, asyncio, ssl, threads no.
+    loaded = loaded_at_start("connect", "-t", "2", "127.0.0.1:1")
+    assert "socketeer.connection" in loaded
+    unwanted = {"typing", "asyncio", "ssl", "threading", "logging", "subprocess", "tempfile"}
+    assert not loaded & unwanted, sorted(loaded & unwanted)

@@ -9,7 +9,11 @@ subpackages imported by name.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+# Not typing's: importing typing costs more than the rest of ``socketeer --version``.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 

@@ -31,7 +31,10 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from typing import Final
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 HIGH_WATER: Final = 1 << 20
 

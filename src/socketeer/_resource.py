@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import socket as _socket  # the class below has a `socket` property
-from typing import TYPE_CHECKING, TypeVar
 
 from .errors import UsageError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import TypeVar
+
     from ._sockio import SocketFile
 
-R = TypeVar("R", bound="Resource")
-A = TypeVar("A", bound="AsyncResource")
+    R = TypeVar("R", bound="Resource")
+    A = TypeVar("A", bound="AsyncResource")
 
 
 class Resource:

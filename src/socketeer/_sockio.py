@@ -7,6 +7,7 @@ layers share it and no raw ``OSError`` leaks past it (STYLE R6).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import errno
 import ipaddress
@@ -15,8 +16,6 @@ import socket
 import stat
 import struct
 import sys
-import tempfile
-from typing import Any, Literal, NamedTuple
 
 from ._deadline import Deadline
 from .address import Address
@@ -30,6 +29,10 @@ from .errors import (
     SocketeerError,
     Timeout,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal, NamedTuple
 
 HAS_ABSTRACT = sys.platform.startswith("linux")
 
@@ -115,13 +118,18 @@ class translate_errors:  # lower case: used like contextlib.suppress
 # -- socket addresses ---------------------------------------------------------
 
 
-class Target(NamedTuple):
-    """One concrete socket address to try (a getaddrinfo row)."""
+if TYPE_CHECKING:
 
-    family: int
-    type: int
-    proto: int
-    sockaddr: Any
+    class Target(NamedTuple):
+        """One concrete socket address to try (a getaddrinfo row)."""
+
+        family: int
+        type: int
+        proto: int
+        sockaddr: Any
+
+else:  # the same tuple, without importing typing for it
+    Target = collections.namedtuple("Target", "family type proto sockaddr")
 
 
 def socket_type(address: Address) -> int:
@@ -401,6 +409,8 @@ def autobind_unix(sock: socket.socket) -> SocketFile | None:
     if HAS_ABSTRACT:
         sock.bind("")  # an empty sun_path asks the kernel to autobind
         return None
+    import tempfile  # off Linux only: no abstract names there
+
     folder = tempfile.mkdtemp(prefix="socketeer-")
     path = os.path.join(folder, "client.sock")
     sock.bind(path)

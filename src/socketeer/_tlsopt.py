@@ -8,12 +8,12 @@ programs never pay for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .address import Address
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import ssl
+    from typing import Any
 
     from .tls import TLSConfig
 

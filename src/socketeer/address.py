@@ -17,9 +17,12 @@ import os
 import re
 import sys
 from dataclasses import dataclass, replace
-from typing import Final
 
 from .errors import AddressError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = ["ACCEPTED_FORMS", "Address"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
-from typing import Any, final
 
 from . import framing
 from ._buffer import ReceiveBuffer
@@ -24,9 +23,14 @@ from ._sockio import (
     scheme_for,
     translate_errors,
 )
+from ._static import final
 from ._tlsopt import client_setup_for
 from .address import Address
 from .errors import ConnectionClosed, SocketeerError, Timeout, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Connection", "connect"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import final
 
 from ._deadline import Deadline
 from ._resource import SocketResource, discard
@@ -24,6 +23,7 @@ from ._sockio import (
     resolve,
     translate_errors,
 )
+from ._static import final
 from .address import Address
 from .errors import FrameTooLarge, UsageError
 

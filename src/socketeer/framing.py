@@ -13,10 +13,13 @@ Limits are enforced here, so every layer gets them.
 from __future__ import annotations
 
 import struct
-from typing import Final
 
 from ._buffer import ReceiveBuffer
 from .errors import ConnectionClosed, FrameTooLarge
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 __all__ = [
     "DEFAULT_MAX_FRAME",

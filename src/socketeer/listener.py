@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Any, final
 
 from ._deadline import Deadline
 from ._resource import SocketResource, discard
@@ -16,10 +15,15 @@ from ._sockio import (
     set_nodelay,
     translate_errors,
 )
+from ._static import final
 from ._tlsopt import server_context_for
 from .address import Address
 from .connection import Connection
 from .errors import UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["Listener", "listen"]
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import selectors
 import time
-from typing import TYPE_CHECKING
 
 from .._buffer import ReceiveBuffer
 from ..address import Address
@@ -20,6 +19,7 @@ from ..hexdump import HexDumper
 from ._report import Reporter
 from ._stdio import read_stdin, to_crlf, write_stdout
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..access import AccessList
 

@@ -33,7 +33,6 @@ import os
 import selectors
 import stat
 import time
-from typing import TYPE_CHECKING
 
 from .._flow import Outlet, receive_ready
 from .._sockio import translate_errors
@@ -44,6 +43,7 @@ from ..listener import Listener
 from ._report import Reporter
 from ._stdio import READ_SIZE, read_stdin, to_crlf, write_stdout
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..access import AccessList
     from ..tls import ServerHandshake

@@ -7,11 +7,13 @@ stdout carries data only (SPEC §5); everything here goes to stderr or to the
 from __future__ import annotations
 
 import sys
-import threading
-from typing import TextIO
 
 from ..hexdump import HexDumper
 from ._options import OutputOptions
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TextIO
 
 
 class Reporter:
@@ -32,7 +34,11 @@ class Reporter:
 
                 raise UsageError(f"cannot write hex dump: {hexdump}: {exc.strerror}") from None
         # A relay's pairs dump from their own threads: one chunk's lines stay together.
-        self._dump_lock = threading.Lock()
+        self._dump_lock: Any = None
+        if self._dumper is not None:
+            import threading
+
+            self._dump_lock = threading.Lock()
 
     @classmethod
     def from_output(cls, output: OutputOptions) -> Reporter:

@@ -6,13 +6,12 @@ plain address are a usage error, not silently ignored.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..address import Address
 from ..errors import UsageError
 from ._options import TLSClientOptions, TLSServerOptions
 from ._report import Reporter
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..tls import TLSConfig
 

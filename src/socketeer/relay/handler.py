@@ -37,16 +37,14 @@ from ..connection import Connection, connect
 from ..errors import NetworkError, SocketeerError, UsageError
 from ..handlers.base import Handler
 from ..server import _log
-from ..server.accept import DESCRIPTOR_ERRNOS
 from .endpoints import Endpoint, Program, Stdio
+from .setup import PROXY_HEADER_TIMEOUT, report_set_up_failure
 from .stream import HAS_SPLICE, Pair, Side
 
 if TYPE_CHECKING:
     from ..server.idle import IdleWatch
 
-__all__ = ["PROXY_HEADER_TIMEOUT", "RelayHandler"]
-
-PROXY_HEADER_TIMEOUT = 5.0
+__all__ = ["RelayHandler"]
 
 
 class RelayHandler(Handler):
@@ -256,15 +254,6 @@ class RelayHandler(Handler):
 
 
 # -- helpers --------------------------------------------------------------------------
-
-
-def report_set_up_failure(peer: Address | None, error: SocketeerError) -> None:
-    """One warning per client whose TO could not be opened; out of descriptors, one a second."""
-    if getattr(error, "errno", None) in DESCRIPTOR_ERRNOS:
-        assert isinstance(error, OSError)
-        _log.out_of_descriptors("relay", error, True)
-        return
-    _log.log.warning("%s: %s; closing", peer or "local client", error)
 
 
 class _Watched:

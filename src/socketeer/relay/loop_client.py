@@ -34,6 +34,7 @@ from ..aio._ready import fd_ready
 from ..errors import NetworkError, SocketeerError, Timeout
 from .endpoints import Program
 from .looped import LoopPair, loop_resources
+from .setup import PROXY_HEADER_TIMEOUT, report_set_up_failure
 
 if TYPE_CHECKING:
     from .handler import RelayHandler
@@ -278,8 +279,6 @@ class LoopClient:
         if upstream is not None:
             with contextlib.suppress(OSError):
                 upstream.close()
-        from .handler import report_set_up_failure
-
         report_set_up_failure(self.peer, error)
         self.finished(0, 0, error)
 
@@ -319,8 +318,6 @@ async def _step(handshake: Any) -> None:
 
 async def _read_proxy_header(sock: Any) -> tuple[proxyproto.ProxyHeader, bytes]:
     """As ``handler._read_proxy_header``, on a non-blocking socket."""
-    from .handler import PROXY_HEADER_TIMEOUT
-
     deadline = time.monotonic() + PROXY_HEADER_TIMEOUT
     buffer = b""
     blocked = would_block()

@@ -1,0 +1,176 @@
+"""The command line's grammar: every command and option, declared once (argparse).
+
+Imported only when a command line must be parsed: ``socketeer --version``
+answers without it. The options the commands share are declared once, in
+``_groups``; the typed values they parse into are in ``_options``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import __version__
+from ..errors import UsageError
+from ._groups import (
+    add_access,
+    add_idle_timeout,
+    add_max_conns,
+    add_output,
+    add_server,
+    add_stream,
+    add_timeout,
+    add_tls,
+    count,
+)
+
+TYPE_CHECKING = False  # not typing's: --help should not pay for importing it
+if TYPE_CHECKING:
+    from typing import Any, NoReturn, TypeAlias
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 like every other error.
+
+    Abbreviations are off: ``relay --proxy URL`` must not quietly become
+    ``--proxy-protocol URL``, and a new option must never change what an old
+    command line means.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+_Commands: TypeAlias = "argparse._SubParsersAction[_Parser]"
+_STREAM_IDLE = (
+    "give up after S seconds without traffic (datagram: wait "
+    "for replies this long after stdin ends; default 1)"
+)
+
+
+def _connect(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "connect",
+        help="connect to ADDRESS: stdin to the socket, the socket to stdout",
+        description="Connect to ADDRESS and copy stdin to the socket and the socket to "
+        "stdout, byte for byte (like nc HOST PORT).",
+    )
+    parser.add_argument("address", metavar="ADDRESS")
+    add_timeout(parser, "give up connecting after S seconds")
+    add_idle_timeout(parser, _STREAM_IDLE)
+    add_stream(parser)
+    add_tls(parser, client=True)
+    add_output(parser)
+
+
+def _listen(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "listen",
+        help="accept a client on ADDRESS (many with -k), then as connect",
+        description="Listen on ADDRESS, accept one client (or many with -k) and copy "
+        "stdin to it and it to stdout (like nc -l).",
+    )
+    parser.add_argument("address", metavar="ADDRESS")
+    parser.add_argument(
+        "-k",
+        "--keep-open",
+        action="store_true",
+        help="accept many clients: stdin goes to all, all go to stdout",
+    )
+    add_max_conns(parser, "with -k: close clients beyond N at once")
+    add_timeout(parser, "give up waiting for the first client after S seconds")
+    add_idle_timeout(parser, _STREAM_IDLE)
+    add_stream(parser)
+    add_access(parser, "accept")
+    add_tls(parser, server=True)
+    add_output(parser)
+
+
+def _serve(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "serve",
+        help="a concurrent server on ADDRESS running HANDLER",
+        description="Serve many clients at once with a handler: echo, discard, ack, "
+        "exec -- PROG ARGS, broker, chat, or MODULE:FUNCTION.",
+    )
+    parser.add_argument("address", metavar="ADDRESS")
+    parser.add_argument("handler", metavar="HANDLER")
+    parser.add_argument(
+        "args",
+        nargs="*",
+        metavar="ARGS",
+        help="for exec: -- PROG [ARGS...] (after --, nothing is an option)",
+    )
+    add_idle_timeout(parser, "close a connection with no traffic for S seconds")
+    add_server(parser, each="connection", where="the address", default_model="thread")
+    add_access(parser, "serve")
+    add_tls(parser, server=True)
+    add_output(parser, hexdump=False)
+
+
+def _relay(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "relay",
+        help="for each client on FROM, open TO and copy both ways",
+        description="Relay FROM to TO: FROM is listened on (or - for stdin/stdout), TO is "
+        "connected to for every client (or exec:COMMAND LINE, or -). Datagram "
+        "addresses on both sides make a datagram relay with a session per sender.",
+    )
+    parser.add_argument("source", metavar="FROM")
+    parser.add_argument("target", metavar="TO")
+    parser.add_argument("--once", action="store_true", help="relay one connection, then exit")
+    add_idle_timeout(parser, "end a pair (or a datagram session) idle for S seconds")
+    add_timeout(parser, "give up connecting to TO after S seconds (default 10)", default=10.0)
+    parser.add_argument(
+        "--max-sessions",
+        type=count,
+        metavar="N",
+        help="datagram relays: at most N sessions (default 1024; the "
+        "least recently used is evicted)",
+    )
+    parser.add_argument(
+        "--proxy-protocol",
+        choices=("v1", "v2"),
+        help="send a HAProxy PROXY header to TO with the real client",
+    )
+    parser.add_argument(
+        "--accept-proxy-protocol",
+        action="store_true",
+        help="read and check a PROXY header from each client on FROM",
+    )
+    parser.add_argument(
+        "--no-splice",
+        action="store_true",
+        help="copy through buffers instead of splice (zero-copy)",
+    )
+    add_server(
+        parser,
+        each="pair",
+        where="FROM",
+        default_model=None,
+        default_note="async; thread when TO is -",
+    )
+    add_access(parser, "relay")
+    add_tls(parser, server=True, client=True)
+    add_output(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="socketeer",
+        description="Sockets from the command line: clients, servers and relays over "
+        "TCP, UDP and Unix sockets.",
+        epilog="Addresses: tcp://HOST:PORT (tcp4://, tcp6://), udp://HOST:PORT (udp4://, "
+        "udp6://), tls://HOST:PORT, unix:PATH, unix:@NAME, unix-dgram:PATH, "
+        "unix-dgram:@NAME, HOST:PORT, [IPV6]:PORT, :PORT, fd:N, systemd:; relay also "
+        "takes -, stdio: and exec:COMMAND LINE (see docs/addresses.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"socketeer {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+    for declare in (_connect, _listen, _serve, _relay):
+        declare(commands)
+    return parser

@@ -1,0 +1,22 @@
+"""What setting a relay client up shares, in the blocking models and on the loop alike."""
+
+from __future__ import annotations
+
+from ..address import Address
+from ..errors import SocketeerError
+from ..server import _log
+from ..server.accept import DESCRIPTOR_ERRNOS
+
+__all__ = ["PROXY_HEADER_TIMEOUT", "report_set_up_failure"]
+
+#: How long a client may take to send its PROXY header (``--accept-proxy-protocol``).
+PROXY_HEADER_TIMEOUT = 5.0
+
+
+def report_set_up_failure(peer: Address | None, error: SocketeerError) -> None:
+    """One warning per client whose TO could not be opened; out of descriptors, one a second."""
+    if getattr(error, "errno", None) in DESCRIPTOR_ERRNOS:
+        assert isinstance(error, OSError)
+        _log.out_of_descriptors("relay", error, True)
+        return
+    _log.log.warning("%s: %s; closing", peer or "local client", error)
