@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -127,7 +129,19 @@ def test_address_error_is_a_value_error() -> None:
 # -- properties ---------------------------------------------------------------------
 
 _label = st.from_regex(r"[a-z0-9]([a-z0-9_-]{0,10}[a-z0-9])?", fullmatch=True)
-hostnames = st.lists(_label, min_size=1, max_size=4).map(".".join)
+
+
+def _not_an_ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return True
+    return False
+
+
+# Names, not IP literals: labels of digits alone can spell "0.0.0.0", which
+# tcp6:// rightly refuses as a host.
+hostnames = st.lists(_label, min_size=1, max_size=4).map(".".join).filter(_not_an_ip)
 ipv4 = st.ip_addresses(v=4).map(str)
 ipv6 = st.ip_addresses(v=6).map(str)
 ports = st.integers(0, 65535)

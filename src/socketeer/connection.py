@@ -16,6 +16,7 @@ from ._buffer import ReceiveBuffer
 from ._deadline import Deadline
 from ._resource import SocketResource
 from ._sockio import (
+    address_of,
     connected_socket,
     error_for,
     local_address,
@@ -71,6 +72,9 @@ def connect(
     return Connection(sock, timeout=timeout, address=target)
 
 
+_UNSET: Any = object()  # not looked up yet
+
+
 @final
 class Connection(SocketResource):
     """A connected stream socket: TCP or Unix, made by ``connect`` or ``Listener.accept``.
@@ -86,8 +90,12 @@ class Connection(SocketResource):
         *,
         timeout: float | None = None,
         address: Address | None = None,
+        peername: Any = None,
     ) -> None:
-        like = address or scheme_for(sock)
+        if peername is None:
+            peername = _UNSET
+        self._like = address or scheme_for(sock)
+        self._address = address
         self._sock = sock
         self._buffer = ReceiveBuffer()
         self._closed = False
@@ -95,9 +103,44 @@ class Connection(SocketResource):
         self.timeout = timeout
         self.bytes_received = 0
         self.bytes_sent = 0
-        self.local = local_address(sock, like)
-        self.peer = peer_address(sock, like)
-        self._name = str(self.peer or address or self.local or "connection")
+        # An accepted client's addresses are looked up when first asked for: a
+        # server that neither logs nor screens clients never asks (connections
+        # per second). Any other connection knows them from the start, so they
+        # stay readable after close.
+        self._peername: Any = peername
+        self._peer: Any = _UNSET
+        self._local: Any = _UNSET
+        self._where: Any = _UNSET
+        if peername is _UNSET:
+            _ = self.peer, self.local
+
+    @property
+    def peer(self) -> Address | None:
+        """The other end's address (None: an unnamed Unix socket, or unknown)."""
+        if self._peer is _UNSET:
+            raw = self._peername
+            if raw is _UNSET:
+                self._peer = peer_address(self._sock, self._like)
+            else:
+                self._peer = address_of(raw, self._like) if raw else None
+        return self._peer  # type: ignore[no-any-return]
+
+    @property
+    def local(self) -> Address | None:
+        """This end's address (None: unnamed, or asked for after close)."""
+        if self._local is _UNSET:
+            try:
+                self._local = local_address(self._sock, self._like)
+            except SocketeerError:
+                self._local = None
+        return self._local  # type: ignore[no-any-return]
+
+    @property
+    def _name(self) -> Address | str:
+        """What errors name: the peer, else the address, else this end."""
+        if self._where is _UNSET:
+            self._where = self.peer or self._address or self.local or "connection"
+        return self._where  # type: ignore[no-any-return]
 
     @classmethod
     def from_socket(cls, sock: socket.socket, *, timeout: float | None = None) -> Connection:
@@ -150,10 +193,10 @@ class Connection(SocketResource):
     def _failure(self, exc: OSError, op: str, timeout: float | None) -> Exception:
         """The error to raise for ``exc`` (what ``translate_errors`` does, inline)."""
         if isinstance(exc, Timeout) and timeout:
-            return error_for(exc, op, self._name, timeout)  # add what and where
+            return error_for(exc, op, str(self._name), timeout)  # add what and where
         if isinstance(exc, SocketeerError):
             return exc
-        return error_for(exc, op, self._name, timeout)
+        return error_for(exc, op, str(self._name), timeout)
 
     def _errors(self, op: str, deadline: Deadline) -> AbstractContextManager[None]:
         return translate_errors(op, self._name, deadline.seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 
 from ._deadline import Deadline
 from ._resource import SocketResource, discard
@@ -47,6 +48,11 @@ RETRY_ACCEPT_ERRNOS = frozenset(
     )
     if code is not None
 )
+
+
+# Linux gives an accepted socket blocking mode whatever the listener's; BSD and
+# macOS copy the listener's O_NONBLOCK, which Python's socket object would not know.
+_INHERITS_NONBLOCK = not sys.platform.startswith("linux")
 
 
 def listen(
@@ -138,15 +144,19 @@ class Listener(SocketResource):
             try:
                 with translate_errors("accept", self.address, timeout):
                     # timeout=0 polls: take a waiting client or fail at once.
-                    self._sock.settimeout(0.0 if timeout == 0 else deadline.remaining())
-                    sock, _ = self._sock.accept()
+                    # Set only when it changes: each settimeout is a system call.
+                    mode = 0.0 if timeout == 0 else deadline.remaining()
+                    if self._sock.gettimeout() != mode:  # no system call to read it
+                        self._sock.settimeout(mode)
+                    sock, peername = self._sock.accept()
             except OSError as exc:
                 if exc.errno in RETRY_ACCEPT_ERRNOS:
                     continue
                 raise
-            sock.settimeout(None)
+            if _INHERITS_NONBLOCK:
+                sock.settimeout(None)  # BSD accept() copies O_NONBLOCK from the listener
             set_nodelay(sock)
-            conn = Connection(sock, address=self._like)
+            conn = Connection(sock, address=self._like, peername=peername)
             if self.tls_context is not None and handshake:
                 conn.start_tls(self.tls_context)
             return conn

@@ -37,7 +37,8 @@ class Echo(Handler):
         # Python call per message shows (0.44x of socketserver at 16
         # connections through Connection.recv/send, 1.0x like this).
         sock = conn.socket
-        sock.settimeout(conn.timeout)  # the idle timeout, as Connection applies it
+        if sock.gettimeout() != conn.timeout:  # the idle timeout, as Connection applies it
+            sock.settimeout(conn.timeout)
         moved = 0
         try:
             with translate_errors("echo", conn.peer or conn.local, conn.timeout):
@@ -71,7 +72,8 @@ class Discard(Handler):
 
     def serve(self, conn: Connection) -> None:
         sock = conn.socket
-        sock.settimeout(conn.timeout)
+        if sock.gettimeout() != conn.timeout:
+            sock.settimeout(conn.timeout)
         moved = 0
         try:
             with translate_errors("discard", conn.peer or conn.local, conn.timeout):

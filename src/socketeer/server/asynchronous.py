@@ -220,8 +220,7 @@ class AsyncRunner:
     def _serve_raw(self, sock: socket.socket, peername: Any) -> None:
         server = self.server
         like = server.address
-        admission = server.admission
-        if admission.needs_peer(len(self.active)) or server.once:
+        if server.screens(len(self.active)):
             peer = address_of(peername, like) if peername else None
             if not server.admit(peer, len(self.active)):
                 sock.close()
@@ -263,7 +262,7 @@ class AsyncRunner:
         server = self.server
         # The common case (quiet, no lists, under the limit) asks the kernel
         # nothing and builds no Address: connections per second count.
-        screen = server.admission.needs_peer(len(self.active)) or server.once
+        screen = server.screens(len(self.active))
         peername = None
         if screen or self.logging:
             peername = transport.get_extra_info("peername")

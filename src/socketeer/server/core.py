@@ -247,6 +247,10 @@ class Server:
         """Ask ``serve_forever`` to stop (from another thread or a signal handler)."""
         self.stopper.stop(forced=now)
 
+    def screens(self, open_connections: int) -> bool:
+        """Whether the next client must be looked at (lists, the limit, ``once``)."""
+        return self.once or self.admission.needs_peer(open_connections)
+
     def admit(self, peer: Address | None, open_connections: int) -> bool:
         """Whether to serve this client; logs the reason when not (``admission``)."""
         if self.admission.admit(peer, open_connections):

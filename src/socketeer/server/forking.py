@@ -69,7 +69,8 @@ class ForkRunner:
         if conn is None:
             return
         self.reap()
-        if not self.server.admit(conn.peer, len(self.children)):
+        open_now = len(self.children)
+        if self.server.screens(open_now) and not self.server.admit(conn.peer, open_now):
             conn.close()
             return
         pid = os.fork()

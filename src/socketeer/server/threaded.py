@@ -37,7 +37,9 @@ class ThreadRunner:
         if conn is None:
             return
         with self.lock:
-            admitted = self.server.admit(conn.peer, len(self.active))
+            open_now = len(self.active)
+            # With no lists and under the limit the client's address is not even built.
+            admitted = not self.server.screens(open_now) or self.server.admit(conn.peer, open_now)
             if admitted:
                 self.active.add(conn)
         if not admitted:
