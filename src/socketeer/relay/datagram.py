@@ -195,31 +195,27 @@ class DatagramRelay:
         return session
 
     def _from_upstream(self, session: _Session) -> None:
-        receive = session.sock.recv_into
-        send_to = self.front.socket.sendto
-        buffer, view = self._buffer, self._view
-        moved = False
-        for _ in range(BATCH):
-            try:
-                size = receive(buffer, MAX_DATAGRAM)
-            except _IDLE:
-                break
-            except OSError as exc:  # ICMP "port unreachable" from TO, say
-                log.warning(
-                    "session %s: %s",
-                    self._name(session.client),
-                    error_for(exc, "recv", str(self.target), None),
-                )
-                break
-            moved = True
-            try:
-                send_to(view[:size], session.client)
-            except _IDLE:
-                pass
-            except OSError as exc:
-                where = str(self._name(session.client))
-                log.warning("reply to %s: %s", where, error_for(exc, "send", where, None))
-        if moved and session.client in self.sessions:
+        """One reply per wake-up: a session mostly has one waiting (a request, a reply),
+        and the selector is level-triggered, so a second would only find EAGAIN."""
+        try:
+            size = session.sock.recv_into(self._buffer, MAX_DATAGRAM)
+        except _IDLE:
+            return
+        except OSError as exc:  # ICMP "port unreachable" from TO, say
+            log.warning(
+                "session %s: %s",
+                self._name(session.client),
+                error_for(exc, "recv", str(self.target), None),
+            )
+            return
+        try:
+            self.front.socket.sendto(self._view[:size], session.client)
+        except _IDLE:
+            pass
+        except OSError as exc:
+            where = str(self._name(session.client))
+            log.warning("reply to %s: %s", where, error_for(exc, "send", where, None))
+        if session.client in self.sessions:
             self._touch(session)
 
     def _close_session(self, session: _Session) -> None:
