@@ -11,6 +11,7 @@ from ._resource import SocketResource, discard
 from ._sockio import (
     SocketFile,
     bound_socket,
+    error_for,
     local_address,
     scheme_for,
     set_nodelay,
@@ -153,10 +154,39 @@ class Listener(SocketResource):
                 if exc.errno in RETRY_ACCEPT_ERRNOS:
                     continue
                 raise
-            if _INHERITS_NONBLOCK:
-                sock.settimeout(None)  # BSD accept() copies O_NONBLOCK from the listener
-            set_nodelay(sock)
-            conn = Connection(sock, address=self._like, peername=peername)
+            conn = self._connection(sock, peername)
             if self.tls_context is not None and handshake:
                 conn.start_tls(self.tls_context)
             return conn
+
+    def accept_waiting(self) -> Connection | None:
+        """The next client if one is waiting, else None; never blocks, no TLS handshake.
+
+        A server's accept loop calls this once its selector says the socket is
+        readable: no deadline to keep, so none is made (connections per second).
+
+        Raises:
+            NetworkError: accept failed for a reason other than a vanished client
+                (out of descriptors: ``errno`` says which).
+        """
+        if self._closed:
+            raise UsageError("accept on a closed listener")
+        sock = self._sock
+        if sock.gettimeout() != 0.0:
+            sock.setblocking(False)
+        while True:
+            try:
+                client, peername = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return None  # another worker took it, or it went away
+            except OSError as exc:
+                if exc.errno in RETRY_ACCEPT_ERRNOS:
+                    continue
+                raise error_for(exc, "accept", str(self.address), None) from exc
+            return self._connection(client, peername)
+
+    def _connection(self, sock: socket.socket, peername: Any) -> Connection:
+        if _INHERITS_NONBLOCK:
+            sock.settimeout(None)  # BSD accept() copies O_NONBLOCK from the listener
+        set_nodelay(sock)
+        return Connection(sock, address=self._like, peername=peername)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..errors import NetworkError, Timeout
+from ..errors import NetworkError
 from . import _log
 
 if TYPE_CHECKING:
@@ -100,9 +100,7 @@ def accept_ready(listener: Listener) -> Connection | None:
     """Take one waiting client; None if it vanished or resources ran out (logged)."""
     try:
         # The TLS handshake, if any, runs in the connection's own thread or child.
-        return listener.accept(timeout=0, handshake=False)
-    except Timeout:
-        return None  # another worker took it, or it went away
+        return listener.accept_waiting()
     except NetworkError as exc:
         if exc.errno in CAPACITY_ERRNOS:
             out_of_capacity(listener.socket, exc)
