@@ -610,7 +610,12 @@ def test_max_conns_and_deny(background: type[Background], model: str) -> None:
 
 
 def test_stream_only_options_on_a_datagram_relay_exit_2() -> None:
-    for option, name in (("--once", "once"), ("--deny=127.0.0.2", "deny")):
+    for option, name in (
+        ("--once", "once"),
+        ("--deny=127.0.0.2", "deny"),
+        ("--model=async", "model"),
+        ("--workers=2", "workers"),
+    ):
         result = subprocess.run(
             [*SOCKETEER, "relay", option, "udp://127.0.0.1:0", "udp://127.0.0.1:9"],
             capture_output=True,

@@ -80,6 +80,8 @@ def relay(
             "tls_client": tls_client,
             "allow": list(allow),
             "deny": list(deny),
+            "model": model,
+            "workers": workers != 1,
         }
         given = [name for name, value in stream_only.items() if value]
         if given:
