@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import struct
 import sys
+import zlib
 from array import array
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -36,6 +37,7 @@ from ..errors import UsageError
 __all__ = ["Histogram"]
 
 _MAGIC = b"SBH1"
+# then, deflated: bucket index gaps, counts, overflow values, overflow counts
 # magic, significant, index item size, count item size, pad,
 # lowest, highest, min, max, sum (16 bytes), buckets, overflow entries
 _HEADER = struct.Struct("<4sBBBxqqqq16sII")
@@ -260,7 +262,7 @@ class Histogram:
         return self.percentiles([p])[p]
 
     def percentiles(self, ps: Iterable[float]) -> dict[float, int]:
-        """``percentile`` for several levels in one pass over the buckets."""
+        """``percentile`` for several levels in one pass, keyed in ascending order."""
         wanted = sorted(set(ps))
         for p in wanted:
             if not 0 <= p <= 100:
@@ -287,26 +289,32 @@ class Histogram:
                     i += 1
                 if i == len(pending):
                     break
-        return result
+        return {p: result[p] for p in wanted}
 
     # -- serialising ----------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The layout and the non-zero buckets only, little-endian."""
+        """The layout and the non-zero buckets only: little-endian arrays, deflated.
+
+        Bucket indexes are stored as gaps from the previous one, so with the
+        counts they compress to a few bytes per bucket.
+        """
         buckets = list(self._buckets())
-        indexes = array("H" if self.counts_len <= 0x10000 else "I", [i for i, _ in buckets])
+        gaps = array("I", [i for i, _ in buckets])
+        for k in range(len(gaps) - 1, 0, -1):
+            gaps[k] -= gaps[k - 1]
         largest = max((c for _, c in buckets), default=0)
         counts = array("I" if largest < 1 << 32 else "Q", [c for _, c in buckets])
         over_values = array("Q", sorted(self._overflow))
         over_counts = array("Q", [self._overflow[v] for v in over_values])
-        parts = [indexes, counts, over_values, over_counts]
+        parts = [gaps, counts, over_values, over_counts]
         if sys.byteorder == "big":
             for part in parts:
                 part.byteswap()
         header = _HEADER.pack(
             _MAGIC,
             self._significant,
-            indexes.itemsize,
+            gaps.itemsize,
             counts.itemsize,
             self._lowest,
             self._highest,
@@ -316,7 +324,7 @@ class Histogram:
             len(buckets),
             len(over_values),
         )
-        return header + b"".join(part.tobytes() for part in parts)
+        return header + zlib.compress(b"".join(part.tobytes() for part in parts), 1)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Histogram:
@@ -348,24 +356,30 @@ class Histogram:
         if index_size not in codes or count_size not in codes:
             raise ValueError("not a histogram: bad item size")
         self._layout(lowest, highest, significant)
-        offset = _HEADER.size
+        try:
+            body = zlib.decompress(data[_HEADER.size :])
+        except zlib.error as exc:
+            raise ValueError("not a histogram: truncated or damaged") from exc
+        offset = 0
         parts = []
         for code, length in ((codes[index_size], n), (codes[count_size], n), ("Q", m), ("Q", m)):
             part = array(code)
             end = offset + part.itemsize * length
-            if end > len(data):
-                raise ValueError("not a histogram: truncated")
-            part.frombytes(data[offset:end])
+            if end > len(body):
+                raise ValueError("not a histogram: truncated or damaged")
+            part.frombytes(body[offset:end])
             if sys.byteorder == "big":
                 part.byteswap()
             parts.append(part)
             offset = end
-        indexes, counts, over_values, over_counts = parts
+        gaps, counts, over_values, over_counts = parts
         sparse: defaultdict[int, int] = defaultdict(int)
-        for index, c in zip(indexes, counts, strict=True):
-            if index >= self.counts_len:
-                raise ValueError("not a histogram: bucket out of range")
+        index = 0
+        for gap, c in zip(gaps, counts, strict=True):
+            index += gap
             sparse[index] = c
+        if index >= self.counts_len:
+            raise ValueError("not a histogram: bucket out of range")
         self._counts = sparse
         self._total = sum(counts)
         self._overflow = dict(zip(over_values, over_counts, strict=True))
