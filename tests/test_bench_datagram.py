@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from socketeer.aio import _loop
 from socketeer.bench.datagram import run_datagram_rr
 from socketeer.bench.result import Counts, Interval, Result, Settings
 
@@ -327,3 +328,28 @@ def test_a_stalled_server_shows_in_the_open_loop_percentiles(peer: Callable[...,
     assert uncorrected is not None
     assert uncorrected.count == result.latency.count
     assert uncorrected.percentile(99) < corrected
+
+
+def test_round_trips_on_uvloop(background: type[Background]) -> None:
+    uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed (socketeer[speed])")
+    server, address = start_server(background, "udp://127.0.0.1:0")
+    intervals: list[Interval] = []
+    settings = Settings(address=address, connections=2, duration=1.0, pipeline=2)
+
+    async def main() -> tuple[Counts, int]:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        return await run_datagram_rr(
+            settings,
+            worker=0,
+            connections=2,
+            rate=None,
+            requests=None,
+            on_interval=intervals.append,
+        )
+
+    _, achieved = _loop.run(main(), use_uvloop=True)
+    result = Result(settings, intervals=intervals, connections=achieved)
+    result.elapsed = sum(interval.seconds for interval in intervals)
+    assert_healthy(result)
+    assert achieved == 2
+    stop_server(server)

@@ -50,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .listen import run
         elif args.command == "serve":
             from .serve import run
+        elif args.command == "bench":
+            from .bench import run
         else:
             from .relay import run
         return int(run(args))

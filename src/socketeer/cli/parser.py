@@ -21,6 +21,7 @@ from ._groups import (
     add_timeout,
     add_tls,
     count,
+    whole,
 )
 
 TYPE_CHECKING = False  # not typing's: --help should not pay for importing it
@@ -158,6 +159,89 @@ def _relay(commands: _Commands) -> None:
     add_output(parser)
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
+    return value
+
+
+def _bench(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "bench",
+        help="load ADDRESS (any echo or discard server) and report rate and latency",
+        description="Drive any echo or discard server over any address: round trips per "
+        "second and latency percentiles (rr), bytes per second (stream), connections per "
+        "second and handshake time (connect). Closed loop unless --rate.",
+    )
+    parser.add_argument("address", metavar="ADDRESS")
+    parser.add_argument(
+        "--mode",
+        choices=("rr", "stream", "connect"),
+        default="rr",
+        help="rr: request, exact reply, repeat (default); stream: bulk; connect: "
+        "connect, one round trip, close",
+    )
+    parser.add_argument(
+        "-c", "--connections", type=count, default=1, metavar="N", help="connections (default 1)"
+    )
+    parser.add_argument(
+        "--size", type=count, default=64, metavar="BYTES", help="request size (default 64)"
+    )
+    span = parser.add_mutually_exclusive_group()
+    span.add_argument(
+        "--duration", type=_positive, metavar="S", help="measure for S seconds (default 10)"
+    )
+    span.add_argument("--requests", type=count, metavar="N", help="stop after N requests")
+    parser.add_argument(
+        "--warmup", type=_positive, metavar="S", help="run S seconds first, not measured"
+    )
+    parser.add_argument(
+        "--rate",
+        type=_positive,
+        metavar="R",
+        help="open loop: R requests per second over all connections, latency from the "
+        "intended send time",
+    )
+    parser.add_argument(
+        "--pipeline", type=count, default=1, metavar="D", help="requests in flight per connection"
+    )
+    parser.add_argument(
+        "--workers",
+        type=whole,
+        default=1,
+        metavar="N",
+        help="N processes share the connections (0 = one per CPU)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive,
+        default=1.0,
+        metavar="S",
+        help="datagrams: a reply not back within S seconds is lost (default 1)",
+    )
+    parser.add_argument(
+        "--direction",
+        choices=("send", "receive", "both"),
+        default="send",
+        help="stream mode: which way the bulk goes (default send)",
+    )
+    parser.add_argument(
+        "--max-errors",
+        type=whole,
+        default=0,
+        metavar="N",
+        help="exit 1 when more than N errors (default 0)",
+    )
+    parser.add_argument("--json", action="store_true", help="the result as JSON on stdout")
+    parser.add_argument("--plot", metavar="FILE.png", help="draw the latency distribution")
+    add_tls(parser, client=True)
+    add_output(parser, hexdump=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="socketeer",
@@ -171,6 +255,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"socketeer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for declare in (_connect, _listen, _serve, _relay):
+    for declare in (_connect, _listen, _serve, _relay, _bench):
         declare(commands)
     return parser
