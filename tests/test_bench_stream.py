@@ -277,3 +277,53 @@ def test_refused_connections_are_counted_not_raised() -> None:
 def test_library_run_is_importable_from_the_package() -> None:
     assert socketeer.Address is not None
     assert callable(bench.run)
+
+
+def test_cli_plot_writes_a_png(background: type[Background], tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (socketeer[plot])")
+    address = start(background, "tcp://127.0.0.1:0", "echo")
+    image = tmp_path / "latency.png"
+    result = subprocess.run(
+        [*SOCKETEER, "bench", "--duration", str(SHORT), "--plot", str(image), address],
+        capture_output=True,
+        env=cli_env(),
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cli_progress_line_on_a_terminal_only(background: type[Background]) -> None:
+    import os
+
+    address = start(background, "tcp://127.0.0.1:0", "echo")
+    leader, follower = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [*SOCKETEER, "bench", "--duration", "1.6", address],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env=cli_env(),
+        )
+        os.close(follower)
+        follower = -1
+        seen = b""
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            import select
+
+            ready, _, _ = select.select([leader], [], [], 0.2)
+            if ready:
+                try:
+                    seen += os.read(leader, 4096)
+                except OSError:
+                    break
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        assert b"req/s" in seen and b"\r" in seen  # redrawn in place on the terminal
+        assert b"p99" in out
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)

@@ -147,6 +147,7 @@ STARTUP_LIMITS = {
     ("--version",): HEAVY | {"argparse", "dataclasses", "inspect", "signal", "traceback"},
     ("--help",): HEAVY | {"dataclasses", "inspect", "traceback"},
     ("relay", "--help"): HEAVY | {"dataclasses"},
+    ("bench", "--help"): HEAVY | {"dataclasses", "hdrh", "matplotlib", "locust", "gevent"},
 }
 
 
