@@ -327,3 +327,11 @@ def test_cli_progress_line_on_a_terminal_only(background: type[Background]) -> N
         os.close(leader)
         if follower != -1:
             os.close(follower)
+
+
+def test_warmup_is_counted_apart_and_not_measured(background: type[Background]) -> None:
+    address = start(background, "tcp://127.0.0.1:0", "echo")
+    result = bench.run(address, connections=2, warmup=0.4, duration=SHORT)
+    assert result.warmup.requests > 0
+    assert result.latency.count == result.counts.requests  # only measured requests timed
+    assert 0 < result.elapsed < SHORT + 0.5

@@ -329,11 +329,12 @@ async def _round_trips(link: _Link, plan: _Plan, stagger: float, index: int) -> 
         counts = clock.counts_for(done)
         if buffer != payload:
             counts.error("mismatch")
-        elif done >= clock.warmup_end:
-            counts.requests += 1
-            clock.latency.record(done - planned)
-            if clock.uncorrected is not None:
-                clock.uncorrected.record(done - sent)
+        else:
+            counts.requests += 1  # the warm-up's own counts, or the measured ones
+            if done >= clock.warmup_end:
+                clock.latency.record(done - planned)
+                if clock.uncorrected is not None:
+                    clock.uncorrected.record(done - sent)
         counts.bytes_sent += size
         counts.bytes_received += size
         clock.done_one()
@@ -420,11 +421,12 @@ async def _connect_loop(plan: _Plan, stagger: float, index: int) -> None:
             counts = clock.counts_for(done)
             if buffer != payload:
                 counts.error("mismatch")
-            elif done >= clock.warmup_end:
-                counts.requests += 1
-                clock.latency.record(done - planned)
-                if clock.uncorrected is not None:
-                    clock.uncorrected.record(done - started)
+            else:
+                counts.requests += 1  # the warm-up's own counts, or the measured ones
+                if done >= clock.warmup_end:
+                    clock.latency.record(done - planned)
+                    if clock.uncorrected is not None:
+                        clock.uncorrected.record(done - started)
             counts.bytes_sent += size
             counts.bytes_received += size
             clock.done_one()
