@@ -52,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .serve import run
         elif args.command == "bench":
             from .bench import run
+        elif args.command == "completion":
+            from .completion import run
         else:
             from .relay import run
         return int(run(args))
