@@ -242,6 +242,17 @@ def _bench(commands: _Commands) -> None:
     add_output(parser, hexdump=False)
 
 
+def _completion(commands: _Commands) -> None:
+    parser = commands.add_parser(
+        "completion",
+        help="print the shell completion script for bash or zsh",
+        description="Print a completion script for SHELL: commands, options, handler "
+        'names and address schemes. Load it with: eval "$(socketeer completion bash)" '
+        "(in ~/.bashrc), or save the zsh one as _socketeer in a directory on $fpath.",
+    )
+    parser.add_argument("shell", metavar="SHELL", choices=("bash", "zsh"), help="bash or zsh")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="socketeer",
@@ -255,6 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"socketeer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for declare in (_connect, _listen, _serve, _relay, _bench):
+    for declare in (_connect, _listen, _serve, _relay, _bench, _completion):
         declare(commands)
     return parser
