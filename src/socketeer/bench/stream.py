@@ -318,28 +318,39 @@ async def _round_trips(link: _Link, plan: _Plan, stagger: float, index: int) -> 
             return
         await send_one()
     while in_flight:
-        got = 0
-        while got < size:
-            n = await link.receive_into(view[got:])
-            if n == 0:
-                raise ConnectionReset("the server closed the connection")
-            got += n
+        await _receive_exactly(link, view)
         done = perf()
         planned, sent = in_flight.popleft()
-        counts = clock.counts_for(done)
-        if buffer != payload:
-            counts.error("mismatch")
-        else:
-            counts.requests += 1  # the warm-up's own counts, or the measured ones
-            if done >= clock.warmup_end:
-                clock.latency.record(done - planned)
-                if clock.uncorrected is not None:
-                    clock.uncorrected.record(done - sent)
-        counts.bytes_sent += size
-        counts.bytes_received += size
-        clock.done_one()
+        _completed(clock, done, planned=planned, sent=sent, intact=buffer == payload, size=size)
         if clock.running(done):
             await send_one()
+
+
+async def _receive_exactly(link: _Link, view: memoryview) -> None:
+    got, size = 0, len(view)
+    while got < size:
+        n = await link.receive_into(view[got:])
+        if n == 0:
+            raise ConnectionReset("the server closed the connection")
+        got += n
+
+
+def _completed(
+    clock: Clock, done: int, *, planned: int, sent: int, intact: bool, size: int
+) -> None:
+    """One reply is in: count it (warm-up or measured), time it from the plan and the send."""
+    counts = clock.counts_for(done)
+    if not intact:
+        counts.error("mismatch")
+    else:
+        counts.requests += 1
+        if done >= clock.warmup_end:
+            clock.latency.record(done - planned)
+            if clock.uncorrected is not None:
+                clock.uncorrected.record(done - sent)
+    counts.bytes_sent += size
+    counts.bytes_received += size
+    clock.done_one()
 
 
 async def _stream(link: _Link, settings: Settings, clock: Clock) -> None:
@@ -411,25 +422,10 @@ async def _connect_loop(plan: _Plan, stagger: float, index: int) -> None:
         try:
             payload = memoryview(_payload(size, index))
             await link.send_all(payload)
-            got = 0
-            while got < size:
-                n = await link.receive_into(view[got:])
-                if n == 0:
-                    raise ConnectionReset("the server closed the connection")
-                got += n
-            done = perf()
-            counts = clock.counts_for(done)
-            if buffer != payload:
-                counts.error("mismatch")
-            else:
-                counts.requests += 1  # the warm-up's own counts, or the measured ones
-                if done >= clock.warmup_end:
-                    clock.latency.record(done - planned)
-                    if clock.uncorrected is not None:
-                        clock.uncorrected.record(done - started)
-            counts.bytes_sent += size
-            counts.bytes_received += size
-            clock.done_one()
+            await _receive_exactly(link, view)
+            _completed(
+                clock, perf(), planned=planned, sent=started, intact=buffer == payload, size=size
+            )
         except (OSError, SocketeerError) as exc:
             clock.counts_for(perf()).error(_error_kind(exc, False))
         finally:

@@ -12,15 +12,24 @@ from __future__ import annotations
 import argparse
 
 
-def seconds(text: str) -> float:
-    """A positive, finite number of seconds."""
+def _positive(text: str, what: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number of {what}: {text!r}") from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"seconds must be a positive number: {text!r}")
+        raise argparse.ArgumentTypeError(f"{what} must be a positive number: {text!r}")
     return value
+
+
+def seconds(text: str) -> float:
+    """A positive, finite number of seconds."""
+    return _positive(text, "seconds")
+
+
+def per_second(text: str) -> float:
+    """A positive, finite rate (``bench --rate``)."""
+    return _positive(text, "requests per second")
 
 
 def whole(text: str) -> int:

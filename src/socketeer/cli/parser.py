@@ -21,6 +21,8 @@ from ._groups import (
     add_timeout,
     add_tls,
     count,
+    per_second,
+    seconds,
     whole,
 )
 
@@ -159,16 +161,6 @@ def _relay(commands: _Commands) -> None:
     add_output(parser)
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number: {text!r}")
-    return value
-
-
 def _bench(commands: _Commands) -> None:
     parser = commands.add_parser(
         "bench",
@@ -193,15 +185,15 @@ def _bench(commands: _Commands) -> None:
     )
     span = parser.add_mutually_exclusive_group()
     span.add_argument(
-        "--duration", type=_positive, metavar="S", help="measure for S seconds (default 10)"
+        "--duration", type=seconds, metavar="S", help="measure for S seconds (default 10)"
     )
     span.add_argument("--requests", type=count, metavar="N", help="stop after N requests")
     parser.add_argument(
-        "--warmup", type=_positive, metavar="S", help="run S seconds first, not measured"
+        "--warmup", type=seconds, metavar="S", help="run S seconds first, not measured"
     )
     parser.add_argument(
         "--rate",
-        type=_positive,
+        type=per_second,
         metavar="R",
         help="open loop: R requests per second over all connections, latency from the "
         "intended send time",
@@ -218,7 +210,7 @@ def _bench(commands: _Commands) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive,
+        type=seconds,
         default=1.0,
         metavar="S",
         help="datagrams: a reply not back within S seconds is lost (default 1)",
