@@ -35,5 +35,16 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# The manual pages, generated from the parser into man/ (committed, installed
+# with the package; a test fails when they and the parser disagree).
+.PHONY: man dist
+man: $(STAMP)
+	$(BIN)/python scripts/build_man.py man
+
+# A wheel and an sdist in dist/ (the wheel is built from the sdist).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
