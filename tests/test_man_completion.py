@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -107,20 +108,24 @@ def bash_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def complete(bash_script: Path, line: str) -> list[str]:
-    """What bash offers for ``line`` (the cursor at its end), as the shell would ask."""
+    """What bash offers for ``line`` (the cursor at its end), asked as bash asks: the
+    words split at spaces and around every ':' (COMP_WORDBREAKS), COMP_LINE whole."""
+    words = [piece for word in line.split() for piece in re.findall(r"[^:]+|:+", word)]
+    if not line or line.endswith(" "):
+        words.append("")
     program = r"""
 source "$1"
-read -ra COMP_WORDS <<< "$2"
-[[ $2 == *" " ]] && COMP_WORDS+=("")
-COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
 COMP_LINE=$2
 COMP_POINT=${#2}
+shift 2
+COMP_WORDS=("$@")
+COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
 function=$(complete -p socketeer | sed -E 's/.*-F ([^ ]+).*/\1/')
 "$function" socketeer "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}"
 printf '%s\n' "${COMPREPLY[@]}"
 """
     out = subprocess.run(
-        ["bash", "-c", program, "bash", str(bash_script), line],
+        ["bash", "-c", program, "bash", str(bash_script), line, *words],
         capture_output=True,
         text=True,
         check=True,
@@ -153,6 +158,10 @@ def test_bash_registers_a_function_for_socketeer(bash_script: Path) -> None:
         ("socketeer listen unix", ["unix:", "unix-dgram:"]),
         ("socketeer connect ", list(SCHEMES)),
         ("socketeer relay 127.0.0.1:0 ex", ["exec:"]),
+        ("socketeer relay --model async 127.0.0.1:0 127.0.0.1:1 --pro", ["--proxy-protocol"]),
+        ("socketeer relay tcp://127.0.0.1:0 unix-d", ["unix-dgram:"]),
+        ("socketeer connect unix-dgram:", []),
+        ("socketeer connect tcp:", ["//"]),
     ],
 )
 def test_bash_completes(bash_script: Path, line: str, expected: list[str]) -> None:

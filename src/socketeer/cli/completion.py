@@ -46,15 +46,31 @@ _socketeer_handlers() {{
 }}
 """
 
-# A scheme is the start of a word, not a whole one: no space after "tcp://".
-# shtab's generators run in a subshell, where compopt cannot reach the
-# completion, so a wrapper decides once the candidates are known.
+# shtab's function reads COMP_WORDS, which bash splits at every ':' (its
+# COMP_WORDBREAKS): "serve 127.0.0.1:0 e" would be five words and HANDLER the
+# third. The wrapper gives it the words as the command line has them, takes back
+# what bash will not insert (the current word up to its last ':'), and adds no
+# space after a scheme ("tcp://" is the start of a word, not a whole one). The
+# generators run in a subshell, where compopt cannot reach the completion.
 _BASH_WRAPPER = """
 _socketeer() {
+  local line=${COMP_LINE:0:COMP_POINT}
+  local -a COMP_WORDS
+  read -ra COMP_WORDS <<< "$line"
+  [[ -z $line || $line == *[[:space:]] ]] && COMP_WORDS+=("")
+  local COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ))
   _shtab_socketeer "$@"
-  local reply
-  for reply in "${COMPREPLY[@]}"; do
-    if [[ $reply == *: || $reply == *:// ]]; then
+  local current=${COMP_WORDS[COMP_CWORD]} i
+  if [[ $current == *:* && $COMP_WORDBREAKS == *:* ]]; then
+    local head=${current%"${current##*:}"}
+    for i in "${!COMPREPLY[@]}"; do
+      COMPREPLY[i]=${COMPREPLY[i]#"$head"}
+      [[ -n ${COMPREPLY[i]} ]] || unset "COMPREPLY[i]"
+    done
+    COMPREPLY=("${COMPREPLY[@]}")
+  fi
+  for i in "${COMPREPLY[@]}"; do
+    if [[ $i == *: || $i == *:// || $i == "//" ]]; then
       compopt -o nospace 2>/dev/null || :
       break
     fi
