@@ -41,9 +41,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        from .parser import build_parser
+        from .parser import COMMANDS, build_parser
 
-        args = build_parser().parse_args(args_list)
+        # The command is the first word that is not an option: build its options
+        # alone; none (``socketeer --help``) builds none; an unknown word builds
+        # everything, for argparse's own message.
+        named = next((word for word in args_list if not word.startswith("-")), "")
+        only = named if named in COMMANDS or not named else None
+        args = build_parser(only).parse_args(args_list)
         if args.command == "connect":
             from .connect import run
         elif args.command == "listen":

@@ -31,6 +31,25 @@ if TYPE_CHECKING:
     from typing import Any, NoReturn, TypeAlias
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's, with the width read without importing ``shutil`` (and its
+    compression modules) only to print a help page."""
+
+    def __init__(self, prog: str, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("width") is None and len(args) < 3:
+            import os
+
+            try:
+                columns = int(os.environ["COLUMNS"])
+            except (KeyError, ValueError):
+                try:
+                    columns = os.get_terminal_size().columns
+                except OSError:
+                    columns = 80
+            kwargs["width"] = max(columns - 2, 20)
+        super().__init__(prog, *args, **kwargs)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 like every other error.
 
@@ -41,6 +60,7 @@ class _Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
@@ -54,13 +74,15 @@ _STREAM_IDLE = (
 )
 
 
-def _connect(commands: _Commands) -> None:
+def _connect(commands: _Commands, full: bool = True) -> None:
     parser = commands.add_parser(
         "connect",
         help="connect to ADDRESS: stdin to the socket, the socket to stdout",
         description="Connect to ADDRESS and copy stdin to the socket and the socket to "
         "stdout, byte for byte (like nc HOST PORT).",
     )
+    if not full:
+        return  # listed in the top-level help; its options are not needed
     parser.add_argument("address", metavar="ADDRESS")
     add_timeout(parser, "give up connecting after S seconds")
     add_idle_timeout(parser, _STREAM_IDLE)
@@ -69,13 +91,15 @@ def _connect(commands: _Commands) -> None:
     add_output(parser)
 
 
-def _listen(commands: _Commands) -> None:
+def _listen(commands: _Commands, full: bool = True) -> None:
     parser = commands.add_parser(
         "listen",
         help="accept a client on ADDRESS (many with -k), then as connect",
         description="Listen on ADDRESS, accept one client (or many with -k) and copy "
         "stdin to it and it to stdout (like nc -l).",
     )
+    if not full:
+        return  # listed in the top-level help; its options are not needed
     parser.add_argument("address", metavar="ADDRESS")
     parser.add_argument(
         "-k",
@@ -92,13 +116,15 @@ def _listen(commands: _Commands) -> None:
     add_output(parser)
 
 
-def _serve(commands: _Commands) -> None:
+def _serve(commands: _Commands, full: bool = True) -> None:
     parser = commands.add_parser(
         "serve",
         help="a concurrent server on ADDRESS running HANDLER",
         description="Serve many clients at once with a handler: echo, discard, ack, "
         "exec -- PROG ARGS, broker, chat, or MODULE:FUNCTION.",
     )
+    if not full:
+        return  # listed in the top-level help; its options are not needed
     parser.add_argument("address", metavar="ADDRESS")
     parser.add_argument("handler", metavar="HANDLER")
     parser.add_argument(
@@ -114,7 +140,7 @@ def _serve(commands: _Commands) -> None:
     add_output(parser, hexdump=False)
 
 
-def _relay(commands: _Commands) -> None:
+def _relay(commands: _Commands, full: bool = True) -> None:
     parser = commands.add_parser(
         "relay",
         help="for each client on FROM, open TO and copy both ways",
@@ -122,6 +148,8 @@ def _relay(commands: _Commands) -> None:
         "connected to for every client (or exec:COMMAND LINE, or -). Datagram "
         "addresses on both sides make a datagram relay with a session per sender.",
     )
+    if not full:
+        return  # listed in the top-level help; its options are not needed
     parser.add_argument("source", metavar="FROM")
     parser.add_argument("target", metavar="TO")
     parser.add_argument("--once", action="store_true", help="relay one connection, then exit")
@@ -161,7 +189,7 @@ def _relay(commands: _Commands) -> None:
     add_output(parser)
 
 
-def _bench(commands: _Commands) -> None:
+def _bench(commands: _Commands, full: bool = True) -> None:
     parser = commands.add_parser(
         "bench",
         help="load ADDRESS (any echo or discard server) and report rate and latency",
@@ -169,6 +197,8 @@ def _bench(commands: _Commands) -> None:
         "second and latency percentiles (rr), bytes per second (stream), connections per "
         "second and handshake time (connect). Closed loop unless --rate.",
     )
+    if not full:
+        return  # listed in the top-level help; its options are not needed
     parser.add_argument("address", metavar="ADDRESS")
     parser.add_argument(
         "--mode",
@@ -234,7 +264,7 @@ def _bench(commands: _Commands) -> None:
     add_output(parser, hexdump=False)
 
 
-def _completion(commands: _Commands) -> None:
+def _completion(commands: _Commands, full: bool = True) -> None:
     parser = commands.add_parser(
         "completion",
         help="print the shell completion script for bash or zsh",
@@ -242,10 +272,14 @@ def _completion(commands: _Commands) -> None:
         'names and address schemes. Load it with: eval "$(socketeer completion bash)" '
         "(in ~/.bashrc), or save the zsh one as _socketeer in a directory on $fpath.",
     )
+    if not full:
+        return  # listed in the top-level help; its options are not needed
     parser.add_argument("shell", metavar="SHELL", choices=("bash", "zsh"), help="bash or zsh")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole grammar; with ``only``, that command's options alone (the others are
+    listed, not built: ``socketeer bench --help`` need not declare relay's 40 options)."""
     parser = _Parser(
         prog="socketeer",
         description="Sockets from the command line: clients, servers and relays over "
@@ -258,6 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"socketeer {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
-    for declare in (_connect, _listen, _serve, _relay, _bench, _completion):
-        declare(commands)
+    for name, declare in COMMANDS.items():
+        declare(commands, full=only is None or only == name)
     return parser
+
+
+COMMANDS = {
+    "connect": _connect,
+    "listen": _listen,
+    "serve": _serve,
+    "relay": _relay,
+    "bench": _bench,
+    "completion": _completion,
+}
