@@ -182,10 +182,16 @@ def table(result: Result) -> str:
             lines.append(f"  ({overflow:,} above {duration_text(latency.highest_ns)}, kept)")
     if result.client_bound:
         lines.append("")
-        lines.append(
-            f"warning: the client used {100 * result.client_cpu:.0f}% of a core: "
-            "figures are a lower bound"
-        )
+        if result.settings.rate:
+            lines.append(
+                "warning: more than 1% of sends left late: the client could not keep "
+                "its schedule, so the rate asked for was not offered"
+            )
+        else:
+            lines.append(
+                f"warning: the client used {100 * result.client_cpu:.0f}% of a core: "
+                "figures are a lower bound"
+            )
     return "\n".join(lines) + "\n"
 
 

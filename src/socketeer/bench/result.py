@@ -152,5 +152,14 @@ class Result:
 
     @property
     def client_bound(self) -> bool:
-        """Above 90% of a core the client, not the server, may be what limits the rate."""
+        """Whether the client, not the server, may be what limits the figures.
+
+        Closed loop: above 90% of a core. Open loop: the client spins to send on
+        time (``stream.until``), so its CPU says little; more than 1% of sends
+        leaving late says it could not keep its schedule.
+        """
+        if self.settings.rate:
+            counts = self.counts
+            sent = counts.requests + counts.error_total
+            return sent > 0 and counts.late > 0.01 * sent
         return self.client_cpu > 0.9

@@ -290,6 +290,7 @@ async def _round_trips(link: _Link, plan: _Plan, stagger: float, index: int) -> 
     buffer = bytearray(size)
     view = memoryview(buffer)
     depth = 1 if rate else max(1, settings.pipeline)
+    shared = settings.connections > 1
     perf = time.perf_counter_ns
     in_flight: deque[tuple[int, int]] = deque()  # (intended, actual) send times
     gap = int(1e9 / rate) if rate else 0
@@ -300,7 +301,7 @@ async def _round_trips(link: _Link, plan: _Plan, stagger: float, index: int) -> 
         now = perf()
         if rate:
             if intended > now:
-                await asyncio.sleep((intended - now) / 1e9)
+                await until(intended)
                 now = perf()
             late = now - intended
             if late > LATE_SLACK_NS:
@@ -324,6 +325,34 @@ async def _round_trips(link: _Link, plan: _Plan, stagger: float, index: int) -> 
         _completed(clock, done, planned=planned, sent=sent, intact=buffer == payload, size=size)
         if clock.running(done):
             await send_one()
+        if shared:
+            # A reply already waiting means no await above suspended: without
+            # this, one connection would keep the loop and the others' replies
+            # would wait (and count as latency) in their sockets.
+            await asyncio.sleep(0)
+
+
+#: The loop's timers fire up to a millisecond off (libuv counts in ms): an open
+#: loop sleeps until this much before its slot and yields to the loop until it comes.
+TIMER_SLACK_NS = 500_000
+
+
+async def until(at_ns: int) -> None:
+    """Wait until ``perf_counter_ns()`` reaches ``at_ns``, to well under a millisecond.
+
+    A plain ``asyncio.sleep`` would leave up to 1 ms late, and in open loop
+    that lateness is the client's, not the server's, yet it would show in the
+    latency timed from the intended send. The last stretch yields to the loop
+    (other connections run meanwhile) instead of sleeping, so an open loop at
+    a high rate keeps the client's CPU busy: its lateness, not its CPU, says
+    whether it kept up (``Result.client_bound``).
+    """
+    perf = time.perf_counter_ns
+    left = at_ns - perf()
+    if left > TIMER_SLACK_NS:
+        await asyncio.sleep((left - TIMER_SLACK_NS) / 1e9)
+    while perf() < at_ns:
+        await asyncio.sleep(0)
 
 
 async def _receive_exactly(link: _Link, view: memoryview) -> None:
@@ -402,9 +431,7 @@ async def _connect_loop(plan: _Plan, stagger: float, index: int) -> None:
     view = memoryview(buffer)
     while clock.running(perf()):
         if rate:
-            now = perf()
-            if intended > now:
-                await asyncio.sleep((intended - now) / 1e9)
+            await until(intended)
         started = perf()
         planned = intended if rate else started
         intended += gap
