@@ -41,13 +41,6 @@ FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)"
 SNIPPET = re.compile(r'^--8<--\s+"(?P<path>[^"]+)"\s*$')
 PYTHON = {"python", "py"}
 SHELL = {"sh", "bash", "shell", "console"}
-# Pages being written at the same time as this test: their shell examples
-# cannot run here as written. They are reported as skipped (never silently)
-# until the pages carry markers of their own.
-OWNED_ELSEWHERE = {
-    "docs/performance.md": "runs a benchmark for minutes",
-    "docs/cli.md": "installs completion into the home directory",
-}
 
 
 @dataclass(frozen=True)
@@ -204,8 +197,6 @@ def test_shell_example(example: Example, tmp_path: Path) -> None:
         assert not unknown, f"{example.id}: socketeer {command} has no {', '.join(unknown)}"
     if example.illustrative:
         return
-    if example.path in OWNED_ELSEWHERE:
-        pytest.skip(f"{example.id}: {OWNED_ELSEWHERE[example.path]}; the page is to mark it")
     env = tools(tmp_path / "bin")
     work = tmp_path / "work"
     work.mkdir()
