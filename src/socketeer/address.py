@@ -29,7 +29,7 @@ __all__ = ["ACCEPTED_FORMS", "Address"]
 ACCEPTED_FORMS: Final = (
     "tcp://HOST:PORT, tcp4://HOST:PORT, tcp6://HOST:PORT, udp://HOST:PORT, udp4://, udp6://, "
     "tls://HOST:PORT, unix:PATH, unix:@NAME, unix-dgram:PATH, unix-dgram:@NAME, "
-    "HOST:PORT, :PORT, PORT, [IPv6]:PORT, fd:N"
+    "HOST:PORT, :PORT, PORT, [IPv6]:PORT, fd:N, systemd:"
 )
 
 INET_SCHEMES: Final = frozenset({"tcp", "tcp4", "tcp6", "udp", "udp4", "udp6", "tls"})
