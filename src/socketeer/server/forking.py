@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,10 @@ class ForkRunner:
         self.listener = server.listener
         self.stopper = server.stopper
         self.children: dict[int, float] = {}
+        # SIGCHLD reaches only the main thread's handlers. A fork server run in
+        # another thread (a library user's) learns of each child's exit from a
+        # thread blocked in waitpid for it instead: no zombie, no polling.
+        self.watch_exits = threading.current_thread() is not threading.main_thread()
 
     def run(self) -> None:
         self.stopper.install_signals(extra=[signal.SIGCHLD])
@@ -78,6 +83,14 @@ class ForkRunner:
             self._child(conn)  # never returns
         self.children[pid] = time.monotonic()
         conn.close()  # the child has its own copy
+        if self.watch_exits:
+            threading.Thread(target=self._await_exit, args=(pid,), daemon=True).start()
+
+    def _await_exit(self, pid: int) -> None:
+        with contextlib.suppress(ChildProcessError):  # reaped by the loop already
+            os.waitpid(pid, 0)
+        self.children.pop(pid, None)
+        self.stopper.wake()
 
     def _child(self, conn: Connection) -> None:
         status = 0
