@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -237,3 +238,26 @@ def free_port_refusing() -> tuple[socket.socket, int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     return sock, sock.getsockname()[1]
+
+
+def assert_one_line_error(stderr: bytes, *needles: str) -> None:
+    """A CLI failure: one line, ``socketeer: error: ...``, no traceback, naming ``needles``."""
+    text = stderr.decode()
+    assert text.startswith("socketeer: error: "), text
+    assert text.count("\n") == 1, text
+    assert "Traceback" not in text
+    for needle in needles:
+        assert needle in text, text
+
+
+def serve_once(listener: Any, handler: Any, timeout: float = 30) -> threading.Thread:
+    """Accept one client on ``listener`` in a thread and run ``handler(conn)`` on it."""
+
+    def run() -> None:
+        with listener.accept(timeout=timeout) as conn:
+            conn.timeout = timeout
+            handler(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread

@@ -17,27 +17,15 @@ import pytest
 
 import socketeer
 
-from .conftest import SOCKETEER, Background, cli_env, free_port_refusing, run_cli
-
-
-def assert_one_line_error(stderr: bytes, *needles: str) -> None:
-    text = stderr.decode()
-    assert text.startswith("socketeer: error: "), text
-    assert text.count("\n") == 1, text
-    assert "Traceback" not in text
-    for needle in needles:
-        assert needle in text, text
-
-
-def serve_once(listener: socketeer.Listener, handler) -> threading.Thread:  # type: ignore[no-untyped-def]
-    def run() -> None:
-        with listener.accept(timeout=20) as conn:
-            conn.timeout = 20
-            handler(conn)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
+from .conftest import (
+    SOCKETEER,
+    Background,
+    assert_one_line_error,
+    cli_env,
+    free_port_refusing,
+    run_cli,
+    serve_once,
+)
 
 
 def sort_server(conn: socketeer.Connection) -> None:

@@ -31,7 +31,7 @@ import socketeer
 from socketeer._flow import Outlet, receive_ready
 from socketeer.relay.stream import Pair, Side
 
-from .conftest import SOCKETEER, Background, cli_env
+from .conftest import SOCKETEER, Background, assert_one_line_error, cli_env, serve_once
 
 SIZE = 20 * 1024 * 1024
 LINGER_ZERO = struct.pack("ii", 1, 0)  # close() then sends RST
@@ -58,26 +58,6 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Payload:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def assert_one_line_error(stderr: bytes, *needles: str) -> None:
-    text = stderr.decode()
-    assert text.startswith("socketeer: error: "), text
-    assert text.count("\n") == 1, text
-    assert "Traceback" not in text
-    for needle in needles:
-        assert needle in text, text
-
-
-def serve_once(listener: socketeer.Listener, handler) -> threading.Thread:  # type: ignore[no-untyped-def]
-    def run() -> None:
-        with listener.accept(timeout=30) as conn:
-            conn.timeout = 30
-            handler(conn)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 def read_to_eof(conn: socketeer.Connection) -> bytes:

@@ -22,13 +22,9 @@ import socketeer
 from socketeer.proxyproto import encode_v1, encode_v2, parse_proxy_header
 
 from .conftest import SOCKETEER, Background, cli_env
+from .test_relay import fd_count, start_relay
 
 MODELS = ["thread", "fork", "async"]
-
-
-def start_relay(background: type[Background], *argv: str) -> tuple[Background, str]:
-    relay = background([*SOCKETEER, "relay", *argv], stdin=subprocess.DEVNULL)
-    return relay, relay.wait_listening()
 
 
 class SlowSink:
@@ -151,10 +147,6 @@ def test_two_workers_carry_20_mb_each_way(model: str, background: type[Backgroun
 
 def thread_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _raise_nofile(wanted: int) -> int:
