@@ -225,7 +225,8 @@ def test_log_levels() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["relay", "--proxy", "socks5://127.0.0.1:1080", ADDRESS, "tcp://127.0.0.1:9"],
+        # Refused while parsing: nothing is bound or connected, so no port is real.
+        ["relay", "--proxy", "socks5://127.0.0.1:0", ADDRESS, "tcp://127.0.0.1:9"],
         ["relay", "--accept", ADDRESS, "tcp://127.0.0.1:9"],
         ["serve", "--work", "2", ADDRESS, "echo"],
         ["connect", "--time", "1", "127.0.0.1:9"],
