@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
+from .._flow import would_block
 from ..errors import Timeout
 
-__all__ = ["fd_ready"]
+__all__ = ["fd_ready", "handshake", "send_all"]
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -48,3 +50,35 @@ async def fd_ready(fd: int, *, write: bool = False, deadline: float | None = Non
             loop.remove_writer(fd)
         else:
             loop.remove_reader(fd)
+
+
+async def send_all(sock: Any, data: bytes | memoryview) -> None:
+    """All of ``data`` into a non-blocking socket (plain or TLS), waiting when it is full.
+
+    Raises:
+        OSError: as ``send`` does (the caller names where).
+    """
+    view = memoryview(data)
+    blocked = would_block()
+    fd = sock.fileno()
+    while view:
+        try:
+            sent = sock.send(view)
+        except blocked:
+            await fd_ready(fd, write=True)
+            continue
+        view = view[sent:]
+
+
+async def handshake(stepped: Any) -> None:
+    """Drive a ``tls.SteppedHandshake`` on the loop until it is done.
+
+    Raises:
+        TLSError: the handshake failed. Timeout: its deadline passed (socket closed).
+    """
+    fd = stepped.sock.fileno()
+    while not stepped.step():
+        try:
+            await fd_ready(fd, write=stepped.wants_write, deadline=stepped.deadline)
+        except Timeout:
+            raise stepped.expire() from None

@@ -29,7 +29,8 @@ from .._deadline import Deadline
 from .._flow import would_block
 from .._tlsopt import client_setup_for
 from ..address import Address
-from ..aio._ready import fd_ready
+from ..aio._ready import fd_ready, send_all
+from ..aio._ready import handshake as drive_handshake
 from ..errors import ConnectError, ConnectionReset, SocketeerError, Timeout, TLSError
 from .histogram import Histogram
 from .result import Counts, Interval, Settings
@@ -194,14 +195,14 @@ class _Link:
         self.blocked = would_block()
 
     async def send_all(self, data: memoryview) -> None:
-        sock, view = self.sock, data
-        while view:
-            try:
-                sent = sock.send(view)
-            except self.blocked:
-                await fd_ready(self.fd, write=True)
-                continue
-            view = view[sent:]
+        # A request nearly always fits the socket buffer: send it here, and only
+        # a full buffer goes to the waiting helper (no coroutine per request).
+        try:
+            sent = self.sock.send(data)
+        except self.blocked:
+            sent = 0
+        if sent < len(data):
+            await send_all(self.sock, data[sent:])
 
     async def receive_into(self, view: memoryview) -> int:
         """Some bytes into ``view`` (0: the server closed)."""
@@ -242,13 +243,7 @@ async def _open(target: Address, setup: Any, handshake: Histogram | None) -> _Li
 
     started = time.perf_counter_ns()
     stepped = ClientHandshake(sock, target, setup)
-    while not stepped.step():
-        try:
-            await fd_ready(
-                stepped.sock.fileno(), write=stepped.wants_write, deadline=stepped.deadline
-            )
-        except Timeout:
-            raise stepped.expire() from None
+    await drive_handshake(stepped)
     if handshake is not None:
         handshake.record(time.perf_counter_ns() - started)
     return _Link(stepped.sock)

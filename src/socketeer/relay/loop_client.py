@@ -30,7 +30,7 @@ from .._deadline import Deadline
 from .._flow import would_block
 from .._sockio import Target, address_of, error_for, local_address, set_nodelay, translate_errors
 from ..address import Address
-from ..aio._ready import fd_ready
+from ..aio._ready import fd_ready, handshake, send_all
 from ..errors import NetworkError, SocketeerError, Timeout
 from .endpoints import Program
 from .looped import LoopPair, loop_resources
@@ -216,9 +216,9 @@ class LoopClient:
                 from ..tls import ServerHandshake
 
                 where = f"client {self.peer or 'local client'}"
-                handshake = ServerHandshake(self.sock, self.tls_context, where)
-                self.sock = handshake.sock
-                await _step(handshake)
+                stepped = ServerHandshake(self.sock, self.tls_context, where)
+                self.sock = stepped.sock
+                await handshake(stepped)
             source, destination = self.peer, None
             prefix = b""
             if handler.accept_proxy_protocol or handler.proxy_protocol is not None:
@@ -237,9 +237,9 @@ class LoopClient:
                 if handler.tls_setup is not None:
                     from ..tls import ClientHandshake
 
-                    stepped = ClientHandshake(upstream, target, handler.tls_setup)
-                    upstream = stepped.sock
-                    await _step(stepped)
+                    client_side = ClientHandshake(upstream, target, handler.tls_setup)
+                    upstream = client_side.sock
+                    await handshake(client_side)
             first = prefix
             if handler.proxy_protocol is not None:
                 first = handler._proxy_header(source, destination) + prefix
@@ -306,16 +306,6 @@ def _settle(done: asyncio.Future[None]) -> None:
         done.set_result(None)
 
 
-async def _step(handshake: Any) -> None:
-    """Drive a stepped TLS handshake on the loop until done (or its deadline)."""
-    fd = handshake.sock.fileno()
-    while not handshake.step():
-        try:
-            await fd_ready(fd, write=handshake.wants_write, deadline=handshake.deadline)
-        except Timeout:
-            raise handshake.expire() from None
-
-
 async def _read_proxy_header(sock: Any) -> tuple[proxyproto.ProxyHeader, bytes]:
     """As ``handler._read_proxy_header``, on a non-blocking socket."""
     deadline = time.monotonic() + PROXY_HEADER_TIMEOUT
@@ -339,16 +329,8 @@ async def _read_proxy_header(sock: Any) -> tuple[proxyproto.ProxyHeader, bytes]:
 
 
 async def _send_all(sock: Any, data: bytes, where: str) -> None:
-    view = memoryview(data)
-    blocked = would_block()
-    while view:
-        try:
-            with translate_errors("send", where):
-                sent = sock.send(view)
-        except blocked:
-            await fd_ready(sock.fileno(), write=True)
-            continue
-        view = view[sent:]
+    with translate_errors("send", where):
+        await send_all(sock, data)
 
 
 async def _start_program(target: Program) -> tuple[socket.socket, Any]:

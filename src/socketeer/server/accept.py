@@ -66,11 +66,6 @@ class Reserve:
         finally:
             self.hold()
 
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
 
 _reserves: dict[int, Reserve] = {}
 
@@ -84,16 +79,13 @@ def reserve() -> Reserve:
     return found
 
 
-def out_of_capacity(sock: socket.socket, exc: OSError) -> None:
-    """What to do when ``accept`` on ``sock`` failed with one of ``CAPACITY_ERRNOS``."""
-    if exc.errno in DESCRIPTOR_ERRNOS:
-        refused = reserve().refuse_one(sock)
-        _log.out_of_descriptors("accept", exc, refused)
-        if not refused:
-            time.sleep(BACKOFF)
-        return
-    _log.out_of_descriptors("accept", exc, False)
-    time.sleep(BACKOFF)
+def out_of_capacity(sock: socket.socket, exc: OSError) -> bool:
+    """``accept`` on ``sock`` failed with one of ``CAPACITY_ERRNOS``: close the waiting
+    client on the reserve if descriptors ran out, and log it. True: back off for
+    ``BACKOFF`` before accepting again (the caller's loop decides how to wait)."""
+    refused = exc.errno in DESCRIPTOR_ERRNOS and reserve().refuse_one(sock)
+    _log.out_of_descriptors("accept", exc, refused)
+    return not refused
 
 
 def accept_ready(listener: Listener) -> Connection | None:
@@ -103,7 +95,8 @@ def accept_ready(listener: Listener) -> Connection | None:
         return listener.accept_waiting()
     except NetworkError as exc:
         if exc.errno in CAPACITY_ERRNOS:
-            out_of_capacity(listener.socket, exc)
+            if out_of_capacity(listener.socket, exc):
+                time.sleep(BACKOFF)
             return None
         raise
 

@@ -205,11 +205,8 @@ class AsyncRunner:
             self._serve_raw(sock, peername)
 
     def _out_of_capacity(self, exc: OSError) -> None:
-        """As ``accept.out_of_capacity``, but the loop backs off instead of sleeping."""
-        listening = self.listener.socket
-        refused = exc.errno in accept.DESCRIPTOR_ERRNOS and accept.reserve().refuse_one(listening)
-        _log.out_of_descriptors("accept", exc, refused)
-        if not refused:
+        """The accept policy (``accept.out_of_capacity``); the loop backs off, never sleeps."""
+        if accept.out_of_capacity(self.listener.socket, exc):
             self.loop.remove_reader(self.listener.fileno())
             self.loop.call_later(accept.BACKOFF, self._resume_accepting)
 

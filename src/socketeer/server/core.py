@@ -103,7 +103,6 @@ class Server:
         self.model = model
         self.workers = workers or os.cpu_count() or 1
         self.admission = Admission(allow, deny, max_connections)
-        self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.grace = grace
         self.backlog = backlog
@@ -202,6 +201,10 @@ class Server:
         else:
             self.listener = Listener(sock, address=self.address)
             self.listener.tls_context = self.tls_context
+
+    @property
+    def max_connections(self) -> int | None:
+        return self.admission.max_connections
 
     @property
     def access(self) -> Any:

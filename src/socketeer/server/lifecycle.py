@@ -108,35 +108,40 @@ class Stopper:
         self._writer.close()
 
 
-def wait_until(predicate: Callable[[], bool], seconds: float, stopper: Stopper) -> bool:
-    """Wait up to ``seconds`` for ``predicate``, waking on the stopper; True if it held."""
-    deadline = time.monotonic() + seconds
+def _wait(done: Callable[[], bool], stopper: Stopper, deadline: Callable[[], float | None]) -> bool:
+    """Wait until ``done()``, waking on the stopper, until ``deadline()`` (monotonic; None:
+    no limit yet) or a forced stop; True if it held."""
     with selectors.DefaultSelector() as selector:
         selector.register(stopper.fileno(), selectors.EVENT_READ)
-        while not predicate():
-            left = deadline - time.monotonic()
-            if left <= 0 or stopper.forced:
-                return predicate()
-            selector.select(left)  # whoever changes the predicate wakes the stopper
+        while not done():
+            if stopper.forced:
+                return done()
+            at = deadline()
+            left = None if at is None else at - time.monotonic()
+            if left is not None and left <= 0:
+                return done()
+            selector.select(left)  # whoever changes ``done`` wakes the stopper
             stopper.drain()
     return True
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float, stopper: Stopper) -> bool:
+    """Wait up to ``seconds`` for ``predicate``, waking on the stopper; True if it held."""
+    at = time.monotonic() + seconds
+    return _wait(predicate, stopper, lambda: at)
 
 
 def settle(finished: Callable[[], bool], grace: float, stopper: Stopper) -> bool:
     """Wait for the open connections to end: without limit until a stop is asked for
     (``once``), then for ``grace`` seconds; a forced stop ends the wait. True if they ended.
     """
-    deadline: float | None = None
-    with selectors.DefaultSelector() as selector:
-        selector.register(stopper.fileno(), selectors.EVENT_READ)
-        while not finished():
-            if stopper.forced:
-                return finished()
-            if stopper.stopping and deadline is None:
-                deadline = time.monotonic() + grace
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return finished()
-            selector.select(left)  # whoever changes ``finished`` wakes the stopper
-            stopper.drain()
-    return True
+    grace_ends: list[float] = []  # set when the stop is first seen
+
+    def deadline() -> float | None:
+        if not stopper.stopping:
+            return None
+        if not grace_ends:
+            grace_ends.append(time.monotonic() + grace)
+        return grace_ends[0]
+
+    return _wait(finished, stopper, deadline)
