@@ -97,7 +97,7 @@ class DatagramEndpoint(SocketResource):
         self._like = like or Address("udp", port=0)
         self._socket_file = socket_file
         self._closed = False
-        self._buffer = bytearray(MAX_DATAGRAM)
+        self._buffer: bytearray | None = None  # made by the first recv: senders need none
         self.timeout = timeout
         self.local = local_address(sock, self._like)
         self.peer = peer_address(sock, self._like)
@@ -149,6 +149,8 @@ class DatagramEndpoint(SocketResource):
         with translate_errors("recv", where, limit):
             # timeout=0 polls: take a waiting datagram or fail at once.
             self._sock.settimeout(0.0 if limit == 0 else deadline.remaining())
+            if self._buffer is None:
+                self._buffer = bytearray(MAX_DATAGRAM)
             size, sender = self._sock.recvfrom_into(self._buffer, MAX_DATAGRAM, _TRUNC)
         if size > MAX_DATAGRAM:
             raise FrameTooLarge(f"datagram of {size} bytes is larger than {MAX_DATAGRAM}")

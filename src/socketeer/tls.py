@@ -16,6 +16,12 @@ from dataclasses import dataclass, field
 
 from .errors import Timeout, TLSError, UsageError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from .address import Address
+
 __all__ = ["TLSConfig", "client_context", "fingerprint", "server_context"]
 
 
@@ -136,6 +142,24 @@ def client_setup(tls: object) -> tuple[ssl.SSLContext, TLSConfig]:
     return context, config
 
 
+def server_hostname(config: TLSConfig, target: Address) -> str:
+    """The name a client sends (SNI) and verifies: ``--server-name``, else the host."""
+    return config.server_name or target.host or "localhost"
+
+
+def check_pin(tls_socket: ssl.SSLSocket | ssl.SSLObject, config: TLSConfig, where: object) -> None:
+    """With ``--pin``, the peer's certificate must be that one.
+
+    Raises:
+        TLSError: a pin was given and the certificate is another (the caller closes).
+    """
+    if config.pin_hex is None:
+        return
+    seen = fingerprint(tls_socket.getpeercert(binary_form=True) or b"")
+    if seen != config.pin_hex:
+        raise TLSError(f"certificate pin mismatch: the server's is {seen}: {where}")
+
+
 def wrap_client(
     sock: object, target: object, setup: tuple[ssl.SSLContext, TLSConfig], timeout: float | None
 ) -> ssl.SSLSocket:
@@ -151,7 +175,7 @@ def wrap_client(
 
     assert isinstance(sock, _socket.socket) and isinstance(target, Address)
     context, config = setup
-    server_name = config.server_name or target.host or "localhost"
+    server_name = server_hostname(config, target)
     where = str(target)
     try:
         wrapped = context.wrap_socket(
@@ -171,12 +195,11 @@ def wrap_client(
     except (ssl.SSLError, OSError) as exc:
         wrapped.close()
         raise tls_error(exc, where) from exc
-    pin = config.pin_hex
-    if pin is not None:
-        der = wrapped.getpeercert(binary_form=True) or b""
-        if fingerprint(der) != pin:
-            wrapped.close()
-            raise TLSError(f"certificate pin mismatch: the server's is {fingerprint(der)}: {where}")
+    try:
+        check_pin(wrapped, config, where)
+    except TLSError:
+        wrapped.close()
+        raise
     return wrapped
 
 
@@ -219,13 +242,23 @@ class SteppedHandshake:
 
     sock: ssl.SSLSocket
 
-    def __init__(self, where: str, timeout: float) -> None:
+    def __init__(
+        self, sock: object, context: ssl.SSLContext, where: str, timeout: float, **wrap: Any
+    ) -> None:
+        import socket as _socket
         import time
 
+        assert isinstance(sock, _socket.socket)
         self.where = where
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.wants_write = False
+        sock.setblocking(False)
+        try:
+            self.sock = context.wrap_socket(sock, do_handshake_on_connect=False, **wrap)
+        except (ssl.SSLError, OSError) as exc:
+            sock.close()
+            raise tls_error(exc, where) from exc
 
     def step(self) -> bool:
         """Advance the handshake; True once it is done.
@@ -266,16 +299,7 @@ class ServerHandshake(SteppedHandshake):
         where: str,
         timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
-        import socket as _socket
-
-        assert isinstance(sock, _socket.socket)
-        super().__init__(where, timeout)
-        sock.setblocking(False)
-        try:
-            self.sock = context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        except (ssl.SSLError, OSError) as exc:
-            sock.close()
-            raise tls_error(exc, where) from exc
+        super().__init__(sock, context, where, timeout, server_side=True)
 
 
 class ClientHandshake(SteppedHandshake):
@@ -288,34 +312,19 @@ class ClientHandshake(SteppedHandshake):
         setup: tuple[ssl.SSLContext, TLSConfig],
         timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     ) -> None:
-        import socket as _socket
-
         from .address import Address
 
-        assert isinstance(sock, _socket.socket) and isinstance(target, Address)
-        super().__init__(str(target), timeout)
+        assert isinstance(target, Address)
         context, self.config = setup
-        sock.setblocking(False)
-        try:
-            self.sock = context.wrap_socket(
-                sock,
-                server_hostname=self.config.server_name or target.host or "localhost",
-                do_handshake_on_connect=False,
-            )
-        except (ssl.SSLError, OSError) as exc:
-            sock.close()
-            raise tls_error(exc, self.where) from exc
+        hostname = server_hostname(self.config, target)
+        super().__init__(sock, context, str(target), timeout, server_hostname=hostname)
 
     def verify(self) -> None:
-        pin = self.config.pin_hex
-        if pin is None:
-            return
-        der = self.sock.getpeercert(binary_form=True) or b""
-        if fingerprint(der) != pin:
+        try:
+            check_pin(self.sock, self.config, self.where)
+        except TLSError:
             self.sock.close()
-            raise TLSError(
-                f"certificate pin mismatch: the server's is {fingerprint(der)}: {self.where}"
-            )
+            raise
 
 
 def self_signed(

@@ -184,7 +184,7 @@ async def _tls_client(
     sock: socket.socket, setup: Any, target: Address, timeout: float | None, deadline: Deadline
 ) -> Connection:
     """The client handshake on the loop, with the same checks and errors as the blocking one."""
-    from ..tls import DEFAULT_HANDSHAKE_TIMEOUT, fingerprint
+    from ..tls import DEFAULT_HANDSHAKE_TIMEOUT, check_pin, server_hostname
 
     context, config = setup
     left = deadline.remaining()
@@ -199,7 +199,7 @@ async def _tls_client(
                         lambda: protocol,  # uvloop returns its SSL protocol, not ours
                         sock=sock,
                         ssl=context,
-                        server_hostname=config.server_name or target.host or "localhost",
+                        server_hostname=server_hostname(config, target),
                         ssl_handshake_timeout=limit,
                     ),
                     limit + 1.0,
@@ -210,14 +210,11 @@ async def _tls_client(
         sock.close()
         raise
     conn = Connection(transport, protocol, timeout=timeout, address=target)
-    pin = config.pin_hex
-    if pin is not None:
-        der = transport.get_extra_info("ssl_object").getpeercert(binary_form=True) or b""
-        if fingerprint(der) != pin:
-            conn.close()
-            raise TLSError(
-                f"certificate pin mismatch: the server's is {fingerprint(der)}: {target}"
-            )
+    try:
+        check_pin(transport.get_extra_info("ssl_object"), config, target)
+    except TLSError:
+        conn.close()
+        raise
     return conn
 
 

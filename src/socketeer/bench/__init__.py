@@ -67,7 +67,7 @@ def run(
         mode=mode,
         connections=connections,
         size=size,
-        duration=None if requests is not None and duration is None else duration,
+        duration=duration,
         requests=requests,
         warmup=warmup,
         rate=rate,
@@ -143,8 +143,7 @@ def _check(settings: Settings, target: Address) -> None:
             raise UsageError("datagram rr needs at least 16 bytes (sequence number and sender)")
 
 
-def _split(total: int | None, parts: int) -> list[int]:
-    assert total is not None
+def _split(total: int, parts: int) -> list[int]:
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._deadline import Deadline
-from .._flow import would_block
+from .._flow import is_tls, would_block
 from .._tlsopt import client_setup_for
 from ..address import Address
 from ..aio._ready import fd_ready, send_all
@@ -64,6 +64,7 @@ class Clock:
         self.requests_left = requests  # this worker's share of --requests
         self.stopped = False
         self.warm = Counts()
+        self.next_flush = self.warmup_end + 1_000_000_000
         self._open_interval(self.warmup_end)
 
     def _open_interval(self, at_ns: int) -> None:
@@ -74,10 +75,22 @@ class Clock:
         self.handshake = Histogram() if self.settings.mode == "connect" else None
         self.cpu_mark = time.process_time()
 
-    @property
-    def finished(self) -> bool:
-        """The phase is over (a property: the loop re-reads it after every await)."""
-        return self.stopped
+    def tick(self, now_ns: int) -> None:
+        """Close the second that has passed, if one has (each engine calls this)."""
+        if self.stopped or now_ns < self.next_flush:
+            return
+        self.flush(now_ns)
+        self.next_flush += 1_000_000_000
+        if self.next_flush <= now_ns:  # the loop was held up: no burst of empty seconds
+            self.next_flush = now_ns + 1_000_000_000
+
+    def note_late(self, intended_ns: int, now_ns: int) -> None:
+        """Open loop: a send that left more than ``LATE_SLACK_NS`` after its slot."""
+        late = now_ns - intended_ns
+        if late > LATE_SLACK_NS:
+            counts = self.counts_for(now_ns)
+            counts.late += 1
+            counts.late_ns += late
 
     def measuring(self, now_ns: int) -> bool:
         return now_ns >= self.warmup_end
@@ -135,6 +148,7 @@ async def run_stream(
     setup = client_setup_for(target, tls)
     clock = Clock(settings, worker, on_interval, start_ns=time.perf_counter_ns(), requests=requests)
     plan = _Plan(target, setup, settings, clock, rate / connections if rate else None)
+    plan.shared = connections > 1
     jobs: list[asyncio.Future[None]] = []
     for index in range(connections):
         stagger = index / rate if rate else 0.0
@@ -155,14 +169,10 @@ async def run_stream(
 
 async def _tick(clock: Clock) -> None:
     """Close an interval every second of the measured phase."""
-    now = time.perf_counter_ns()
-    next_at = max(now, clock.warmup_end) + 1_000_000_000
-    while True:
-        await asyncio.sleep(max(0.0, (next_at - time.perf_counter_ns()) / 1e9))
-        if clock.finished:
-            return
-        clock.flush(time.perf_counter_ns())
-        next_at += 1_000_000_000
+    perf = time.perf_counter_ns
+    while not clock.stopped:
+        await asyncio.sleep(max(0.0, (clock.next_flush - perf()) / 1e9))
+        clock.tick(perf())
 
 
 # -- one connection ---------------------------------------------------------------------
@@ -171,7 +181,7 @@ async def _tick(clock: Clock) -> None:
 class _Plan:
     """What every connection of a worker shares."""
 
-    __slots__ = ("clock", "connected", "rate", "settings", "setup", "target")
+    __slots__ = ("clock", "connected", "rate", "settings", "setup", "shared", "target")
 
     def __init__(
         self, target: Address, setup: Any, settings: Settings, clock: Clock, rate: float | None
@@ -182,6 +192,7 @@ class _Plan:
         self.clock = clock
         self.rate = rate  # per connection
         self.connected = 0  # connections that connected at least once
+        self.shared = False  # more than one connection on this worker's loop
 
 
 class _Link:
@@ -259,10 +270,7 @@ async def _one_connection(plan: _Plan, stagger: float, index: int) -> None:
     clock, settings = plan.clock, plan.settings
     try:
         link = await _open(plan.target, plan.setup, None)
-    except SocketeerError as exc:
-        clock.counts_for(time.perf_counter_ns()).error(_error_kind(exc, True))
-        return
-    except OSError as exc:
+    except (OSError, SocketeerError) as exc:
         clock.counts_for(time.perf_counter_ns()).error(_error_kind(exc, True))
         return
     plan.connected += 1
@@ -285,7 +293,7 @@ async def _round_trips(link: _Link, plan: _Plan, stagger: float, index: int) -> 
     buffer = bytearray(size)
     view = memoryview(buffer)
     depth = 1 if rate else max(1, settings.pipeline)
-    shared = settings.connections > 1
+    shared = plan.shared
     perf = time.perf_counter_ns
     in_flight: deque[tuple[int, int]] = deque()  # (intended, actual) send times
     gap = int(1e9 / rate) if rate else 0
@@ -298,11 +306,7 @@ async def _round_trips(link: _Link, plan: _Plan, stagger: float, index: int) -> 
             if intended > now:
                 await until(intended)
                 now = perf()
-            late = now - intended
-            if late > LATE_SLACK_NS:
-                counts = clock.counts_for(now)
-                counts.late += 1
-                counts.late_ns += late
+            clock.note_late(intended, now)
             in_flight.append((intended, now))
             intended += gap
         else:
@@ -387,7 +391,7 @@ async def _stream(link: _Link, settings: Settings, clock: Clock) -> None:
         while clock.running(perf()):
             await link.send_all(chunk)
             clock.counts_for(perf()).bytes_sent += len(chunk)
-        if not hasattr(link.sock, "pending"):
+        if not is_tls(link.sock):
             with contextlib.suppress(OSError):
                 link.sock.shutdown(socket.SHUT_WR)
 
@@ -422,6 +426,7 @@ async def _connect_loop(plan: _Plan, stagger: float, index: int) -> None:
     gap = int(1e9 / rate) if rate else 0
     intended = perf() + int(stagger * 1e9)
     ever = False
+    payload = memoryview(_payload(size, index))
     buffer = bytearray(size)
     view = memoryview(buffer)
     while clock.running(perf()):
@@ -442,7 +447,6 @@ async def _connect_loop(plan: _Plan, stagger: float, index: int) -> None:
             ever = True
             plan.connected += 1
         try:
-            payload = memoryview(_payload(size, index))
             await link.send_all(payload)
             await _receive_exactly(link, view)
             _completed(

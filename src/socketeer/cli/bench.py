@@ -28,8 +28,7 @@ def run(args: argparse.Namespace) -> int:
     reporter = Reporter.from_output(output)
     tls = client_tls(address, TLSClientOptions.from_args(args), reporter)
     duration = args.duration if args.duration is not None else (None if args.requests else 10.0)
-    total = duration if duration is not None else None
-    progress = render.Progress(total) if not output.quiet else None
+    progress = render.Progress(duration) if not output.quiet else None
     seen: dict[int, int] = {}
     errors: dict[int, int] = {}
 
