@@ -335,3 +335,9 @@ def test_warmup_is_counted_apart_and_not_measured(background: type[Background]) 
     assert result.warmup.requests > 0
     assert result.latency.count == result.counts.requests  # only measured requests timed
     assert 0 < result.elapsed < SHORT + 0.5
+
+
+def test_a_worker_that_cannot_run_raises_as_one_worker_does() -> None:
+    for workers in (1, 2):
+        with pytest.raises(socketeer.ConnectError, match="host not found"):
+            bench.run("udp://no-such-host.invalid:9", connections=2, workers=workers, duration=0.5)

@@ -234,8 +234,10 @@ def _fork_workers(
                         emit=emit,
                     )
                     emit(("done", warm, connected))
-                except BaseException:
+                except BaseException as exc:
                     status = 1
+                    with contextlib.suppress(Exception):  # the parent raises it for us
+                        emit(("error", exc))
                 finally:
                     os._exit(status)
             os.close(write_end)
@@ -259,6 +261,8 @@ def _fork_workers(
                     del buffer[: _HEADER.size + length]
                     if isinstance(item, Interval):
                         collect(item)
+                    elif item[0] == "error":
+                        raise item[1]  # a worker could not run: as with one worker
                     else:
                         _, warm, connected = item
                         result.warmup.add(warm)
