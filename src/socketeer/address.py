@@ -135,14 +135,19 @@ class Address:
     def is_tls(self) -> bool:
         return self.scheme == "tls"
 
+    def _literal_version(self) -> int | None:
+        """4 or 6 when the host is an IP literal (the fast check for dotted quads first)."""
+        if _IPV4.fullmatch(self.host):
+            return 4
+        try:
+            return ipaddress.ip_address(self.host.split("%", 1)[0]).version
+        except ValueError:
+            return None
+
     @property
     def is_ip_literal(self) -> bool:
         """Whether the host is an IP address, not a name: nothing to look up."""
-        try:
-            ipaddress.ip_address(self.host.split("%", 1)[0])
-        except ValueError:
-            return False
-        return True
+        return self._literal_version() is not None
 
     @property
     def ip_version(self) -> int | None:
@@ -151,10 +156,7 @@ class Address:
             return 4
         if self.scheme.endswith("6"):
             return 6
-        try:
-            return ipaddress.ip_address(self.host.split("%", 1)[0]).version
-        except ValueError:
-            return None
+        return self._literal_version()
 
     def with_port(self, port: int) -> Address:
         return replace(self, port=port)

@@ -245,10 +245,11 @@ class StreamPump:
         assert self._listener is not None
         context = self._listener.tls_context
         try:
-            conn = self._listener.accept(timeout=0, handshake=False)
-        except (Timeout, SocketeerError) as exc:
-            if not isinstance(exc, Timeout):
-                self._report.warn(f"accept: {exc}")
+            conn = self._listener.accept_waiting()  # readable: no deadline, no handshake
+        except SocketeerError as exc:
+            self._report.warn(f"accept: {exc}")
+            return
+        if conn is None:
             return
         client = str(conn.peer or "local client")
         if self._access is not None and not self._access.permits(conn.peer):
