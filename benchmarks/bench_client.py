@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from run import announced_port, background, compile_c, python_env, reserve_port, table
+from harness import announced_port, background, compile_c, python_env, reserve_port, table
 
 SIZE = 64
 STREAM_SIZE = 128 * 1024  # iperf3's default write on TCP

@@ -45,8 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from proctree import cpu_seconds, descriptors, pss_bytes, rss_bytes
-from run import (
+from harness import (
     background,
     build,
     compile_c,
@@ -55,6 +54,7 @@ from run import (
     reserve_port,
     table,
 )
+from proctree import cpu_seconds, descriptors, pss_bytes, rss_bytes
 
 CEILING = "C splice relay"
 HAPROXY = "HAProxy"

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -32,63 +31,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+from harness import HERE, announced_port, background, build, loadgen, table
+
 REFERENCE = "uvloop BufferedProtocol"
-
-
-def compile_c(name: str, out: Path, *flags: str) -> Path:
-    """Build benchmarks/NAME.c into OUT/NAME."""
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        sys.exit("benchmarks need a C compiler (gcc) for the load generator")
-    binary = out / name
-    subprocess.run([cc, "-O2", *flags, "-o", str(binary), str(HERE / f"{name}.c")], check=True)
-    return binary
-
-
-def build(out: Path) -> tuple[Path, Path]:
-    return compile_c("loadgen", out), compile_c("echo_epoll", out)
-
-
-def announced_port(proc: subprocess.Popen[bytes], name: str) -> int:
-    """The port in a server's first stderr line, ``listening on tcp://127.0.0.1:PORT``."""
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
-    if "listening on" not in line:
-        raise RuntimeError(f"{name} did not start: {line}")
-    return int(line.rsplit(":", 1)[1])
-
-
-def python_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def reserve_port() -> int:
-    """A free loopback port, for peers (socat, ncat) that cannot report a port-0 bind."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def background(
-    argv: list[str], pass_fds: tuple[int, ...] = ()
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A server process for one measurement, killed (with its group) afterwards."""
-    proc = subprocess.Popen(
-        argv, stderr=subprocess.PIPE, pass_fds=pass_fds, env=python_env(), start_new_session=True
-    )
-    try:
-        yield proc
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 9)
-        proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 @contextlib.contextmanager
@@ -133,15 +78,6 @@ def running(name: str, echo_binary: Path) -> Iterator[tuple[int, int]]:
         yield proc.pid, port
 
 
-def loadgen(binary: Path, *args: object, timeout: float = 120) -> list[float]:
-    out = subprocess.run(
-        [str(binary), *map(str, args)], capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"loadgen {args}: {out.stderr.strip()}")
-    return [float(x) for x in out.stdout.split()]
-
-
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -171,12 +107,6 @@ def idle_memory(binary: Path, pid: int, port: int, count: int) -> float:
         if holder.stdout is not None:
             holder.stdout.close()
     return (after - before) * 1024 / count
-
-
-def table(title: str, header: list[str], rows: list[list[str]]) -> str:
-    lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 ALL_SERVERS = [

@@ -27,7 +27,7 @@ from pathlib import Path
 import trustme
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import background, reserve_port, table
+from harness import background, reserve_port, table
 
 SERVERS = ["socketeer serve --model async", "socat OPENSSL-LISTEN", "ncat --ssl"]
 

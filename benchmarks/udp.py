@@ -34,7 +34,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from run import HERE, announced_port, background, compile_c, loadgen, table
+from harness import HERE, announced_port, background, compile_c, loadgen, table
 
 SENDERS = [1, 16, 128]
 RELAY_SENDERS = [1, 16]  # socat forks a child per sender: 128 take longer to start than to measure
