@@ -32,6 +32,7 @@ from .errors import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any, Literal, NamedTuple
 
 HAS_ABSTRACT = sys.platform.startswith("linux")
@@ -248,9 +249,16 @@ def set_nodelay(sock: socket.socket) -> None:
 
 
 def connected_socket(
-    address: Address, deadline: Deadline, *, source: Address | None = None
+    address: Address,
+    deadline: Deadline,
+    *,
+    prepare: Callable[[socket.socket], None] | None = None,
 ) -> socket.socket:
     """A socket connected to ``address``: each resolved address in turn, first that answers.
+
+    ``prepare`` is called on every new socket before it connects (bind a source
+    address, set socket options); a ``SocketeerError`` from it fails that
+    attempt like a refused connect.
 
     Raises:
         ConnectError, Timeout, AddressError: as the failure was.
@@ -263,10 +271,8 @@ def connected_socket(
             sock = socket.socket(target.family, target.type, target.proto)
         try:
             with translate_errors("connect", address, deadline.seconds):
-                if source is not None:
-                    sources = resolve(source, passive=True)
-                    with translate_errors("bind", source):
-                        sock.bind(sources[0].sockaddr)
+                if prepare is not None:
+                    prepare(sock)
                 if target.family == socket.AF_UNIX:
                     connect_unix(sock, target.sockaddr, deadline.remaining())
                 else:
@@ -286,6 +292,16 @@ def connected_socket(
         return sock
     assert last is not None, "getaddrinfo returns at least one row or fails"
     raise last
+
+
+def source_binder(source: Address) -> Callable[[socket.socket], None]:
+    """A ``prepare`` for ``connected_socket`` that binds each attempt to ``source``."""
+
+    def bind(sock: socket.socket) -> None:
+        with translate_errors("bind", source):
+            sock.bind(resolve(source, passive=True)[0].sockaddr)
+
+    return bind
 
 
 def connect_unix(sock: socket.socket, path: str | bytes, timeout: float | None) -> None:

@@ -22,6 +22,7 @@ from ._sockio import (
     local_address,
     peer_address,
     scheme_for,
+    source_binder,
     translate_errors,
 )
 from ._static import final
@@ -64,7 +65,7 @@ def connect(
     src = Address.parse(source) if source is not None else None
     setup = client_setup_for(target, tls)  # bad files are reported before connecting
     deadline = Deadline(timeout)
-    sock = connected_socket(target, deadline, source=src)
+    sock = connected_socket(target, deadline, prepare=source_binder(src) if src else None)
     if setup is not None:
         from .tls import wrap_client
 

@@ -11,7 +11,7 @@ import errno
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, final
 
 from .. import framing
@@ -25,6 +25,7 @@ from .._sockio import (
     resolve,
     scheme_for,
     set_nodelay,
+    source_binder,
     translate_errors,
 )
 from .._tlsopt import client_setup_for
@@ -132,18 +133,26 @@ async def connect(
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
     setup = client_setup_for(target, tls)  # bad files are reported before connecting
     deadline = Deadline(timeout)
-    sock = await connected_socket_async(target, deadline, source=source)
+    src = Address.parse(source) if source is not None else None
+    sock = await connected_socket_async(
+        target, deadline, prepare=source_binder(src) if src else None
+    )
     if setup is not None:
         return await _tls_client(sock, setup, target, timeout, deadline)
     return await Connection.from_socket(sock, timeout=timeout, address=target)
 
 
 async def connected_socket_async(
-    target: Address, deadline: Deadline, *, source: str | Address | None = None
+    target: Address,
+    deadline: Deadline,
+    *,
+    prepare: Callable[[socket.socket], None] | None = None,
 ) -> socket.socket:
     """A non-blocking socket connected to ``target``: each resolved address in turn.
 
     The raw socket, for callers that drive it themselves (the event-loop relay).
+    ``prepare`` is called on each new socket before it connects, as in
+    ``_sockio.connected_socket``.
 
     Raises:
         ConnectError, Timeout, AddressError: as the failure was.
@@ -158,9 +167,8 @@ async def connected_socket_async(
         sock.setblocking(False)
         try:
             with translate_errors("connect", target, timeout):
-                if source is not None:
-                    src = resolve(Address.parse(source), passive=True)[0]
-                    sock.bind(src.sockaddr)
+                if prepare is not None:
+                    prepare(sock)
                 if row.family == socket.AF_UNIX:
                     await _connect_unix(sock, row.sockaddr, deadline)
                 else:
