@@ -265,6 +265,8 @@ def connected_socket(
     """
     with translate_errors("connect", address, deadline.seconds):
         targets = resolve(address, passive=False)
+    if len(targets) > 1:
+        return _raced_socket(address, targets, deadline, prepare)
     last: SocketeerError | None = None
     for target in targets:
         with translate_errors("connect", address, deadline.seconds):  # EMFILE, say
@@ -292,6 +294,39 @@ def connected_socket(
         return sock
     assert last is not None, "getaddrinfo returns at least one row or fails"
     raise last
+
+
+def _raced_socket(
+    address: Address,
+    targets: list[Target],
+    deadline: Deadline,
+    prepare: Callable[[socket.socket], None] | None,
+) -> socket.socket:
+    """``connected_socket`` for a name with several addresses: Happy Eyeballs."""
+    from ._eyeballs import attempt_order, race
+
+    where = str(address)
+
+    def start(target: Target) -> socket.socket:
+        with translate_errors("connect", address, deadline.seconds):  # EMFILE, say
+            sock = socket.socket(target.family, target.type, target.proto)
+        try:
+            with translate_errors("connect", address, deadline.seconds):
+                if prepare is not None:
+                    prepare(sock)
+                sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def failed(exc: OSError) -> SocketeerError:
+        return error_for(exc, "connect", where, deadline.seconds)
+
+    with translate_errors("connect", address, deadline.seconds):  # the deadline's Timeout
+        sock = race(attempt_order(targets), deadline, start=start, failed=failed)
+    set_nodelay(sock)
+    return sock
 
 
 def source_binder(source: Address) -> Callable[[socket.socket], None]:

@@ -161,6 +161,8 @@ async def connected_socket_async(
     last: SocketeerError | None = None
     with translate_errors("connect", target, timeout):
         targets = await resolve_async(target)
+    if len(targets) > 1:
+        return await _raced_socket(target, targets, deadline, prepare)
     for row in targets:
         with translate_errors("connect", target, timeout):  # EMFILE, say
             sock = socket.socket(row.family, row.type, row.proto)
@@ -186,6 +188,76 @@ async def connected_socket_async(
         return sock
     assert last is not None
     raise last
+
+
+async def _attempt(
+    target: Address,
+    row: Target,
+    deadline: Deadline,
+    prepare: Callable[[socket.socket], None] | None,
+) -> socket.socket:
+    """One connect attempt of a race; its socket is closed if it fails or is cancelled."""
+    with translate_errors("connect", target, deadline.seconds):  # EMFILE, say
+        sock = socket.socket(row.family, row.type, row.proto)
+    sock.setblocking(False)
+    try:
+        with translate_errors("connect", target, deadline.seconds):
+            if prepare is not None:
+                prepare(sock)
+            await _connect_inet(sock, row.sockaddr, deadline)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _raced_socket(
+    target: Address,
+    rows: list[Target],
+    deadline: Deadline,
+    prepare: Callable[[socket.socket], None] | None,
+) -> socket.socket:
+    """Happy Eyeballs on the loop: the order and delay of ``_eyeballs``, attempts as tasks.
+
+    The next attempt starts ``ATTEMPT_DELAY`` after the last or as soon as one
+    fails; the first to connect wins and every other is cancelled (its socket
+    closed), including one that connected in the same instant.
+    """
+    from .._eyeballs import ATTEMPT_DELAY, attempt_order
+
+    waiting = attempt_order(rows)
+    running: set[asyncio.Task[socket.socket]] = set()
+    last: BaseException | None = None
+    winner: socket.socket | None = None
+    try:
+        while winner is None and (waiting or running):
+            if waiting:
+                attempt = _attempt(target, waiting.pop(0), deadline, prepare)
+                running.add(asyncio.ensure_future(attempt))
+            done, running = await asyncio.wait(
+                running,
+                timeout=ATTEMPT_DELAY if waiting else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for task in done:
+                failure = task.exception()
+                if failure is not None:
+                    last = failure
+                elif winner is None:
+                    winner = task.result()
+                else:
+                    task.result().close()  # a second winner in the same instant
+    finally:
+        for task in running:
+            task.cancel()
+        for outcome in await asyncio.gather(*running, return_exceptions=True):
+            if isinstance(outcome, socket.socket):
+                outcome.close()  # connected just as it was cancelled
+    if winner is None:
+        assert last is not None, "there was at least one address"
+        raise last
+    set_nodelay(winner)
+    return winner
 
 
 async def _tls_client(
