@@ -33,6 +33,11 @@ _WHERE = {
     "ConnectionReset": "errors",
     "FrameTooLarge": "errors",
     "NetworkError": "errors",
+    "ProxyAuthError": "errors",
+    "ProxyError": "errors",
+    "ProxyRefused": "errors",
+    "ProxyTargetUnreachable": "errors",
+    "ProxyUnreachable": "errors",
     "SocketeerError": "errors",
     "Timeout": "errors",
     "TLSError": "errors",
@@ -51,6 +56,11 @@ __all__ = [
     "FrameTooLarge",
     "Listener",
     "NetworkError",
+    "ProxyAuthError",
+    "ProxyError",
+    "ProxyRefused",
+    "ProxyTargetUnreachable",
+    "ProxyUnreachable",
     "Server",
     "SocketeerError",
     "TLSError",
@@ -88,6 +98,11 @@ if TYPE_CHECKING:
     from .errors import ConnectionReset as ConnectionReset
     from .errors import FrameTooLarge as FrameTooLarge
     from .errors import NetworkError as NetworkError
+    from .errors import ProxyAuthError as ProxyAuthError
+    from .errors import ProxyError as ProxyError
+    from .errors import ProxyRefused as ProxyRefused
+    from .errors import ProxyTargetUnreachable as ProxyTargetUnreachable
+    from .errors import ProxyUnreachable as ProxyUnreachable
     from .errors import SocketeerError as SocketeerError
     from .errors import Timeout as Timeout
     from .errors import TLSError as TLSError

@@ -19,6 +19,11 @@ __all__ = [
     "ConnectionReset",
     "FrameTooLarge",
     "NetworkError",
+    "ProxyAuthError",
+    "ProxyError",
+    "ProxyRefused",
+    "ProxyTargetUnreachable",
+    "ProxyUnreachable",
     "SocketeerError",
     "TLSError",
     "Timeout",
@@ -48,6 +53,39 @@ class NetworkError(SocketeerError, OSError):
 
 class ConnectError(NetworkError, ConnectionError):
     """Could not connect: refused, unreachable, no such host or socket file."""
+
+
+class ProxyError(ConnectError):
+    """Could not reach the target through a proxy (the proxy client's side, not PROXY protocol).
+
+    The base of the more specific cases below; raised as itself when the proxy
+    breaks the protocol (a reply that is not SOCKS or HTTP, an early close).
+    """
+
+
+class ProxyUnreachable(ProxyError):
+    """The proxy itself did not answer: refused, unreachable, no such host."""
+
+
+class ProxyRefused(ProxyError):
+    """The proxy answered the request with a failure.
+
+    ``code`` is the reply's code (the SOCKS reply byte, the HTTP status) and
+    ``meaning`` what the protocol says it means.
+    """
+
+    def __init__(self, message: str, code: int = 0, meaning: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.meaning = meaning
+
+
+class ProxyAuthError(ProxyRefused):
+    """The proxy wants credentials, or rejected the ones given."""
+
+
+class ProxyTargetUnreachable(ProxyRefused):
+    """The proxy works, but could not connect to the target (refused, no route, no host)."""
 
 
 class AddressInUse(NetworkError):
