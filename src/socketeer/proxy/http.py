@@ -35,6 +35,8 @@ END: Final = b"\r\n\r\n"
 MAX_HEAD: Final = 16384
 # The statuses that say the proxy could not reach the target (RFC 9110 §15.6).
 TARGET_UNREACHABLE: Final = frozenset({502, 503, 504})
+# 407 is the proxy's "authenticate"; tinyproxy answers wrong credentials with 401.
+AUTH_FAILED: Final = frozenset({401, 407})
 _REASON_MAX: Final = 120
 
 
@@ -264,17 +266,30 @@ class HttpConnectHandshake:
         self._done = True
         if 200 <= response.status < 300:
             return
-        status = f"HTTP {response.status} {response.reason}".rstrip()
+        raise self._refusal(response)
+
+    def _refusal(self, response: Response) -> ProxyRefused:
         meaning = response.reason or f"status {response.status}"
-        kind: type[ProxyRefused]
-        if response.status == 407:
-            kind = ProxyAuthError
-            why = "credentials rejected" if self._has_credentials else "credentials required"
-            message = f"proxy authentication failed: {self._proxy} {why} for {self._target}"
-        elif response.status in TARGET_UNREACHABLE:
+        label = f"HTTP {response.status}"
+        if response.status in AUTH_FAILED:
+            why = "rejected the credentials" if self._has_credentials else "wants credentials"
+            return ProxyAuthError(
+                f"proxy authentication failed: {self._proxy} {why} "
+                f"(for {self._target}, {label} {meaning})",
+                code=response.status,
+                meaning=meaning,
+            )
+        kind: type[ProxyRefused] = ProxyRefused
+        message = f"proxy {self._proxy} refused {self._target}"
+        if _target_unreachable(response):
             kind = ProxyTargetUnreachable
             message = f"target unreachable through proxy {self._proxy}: {self._target}"
-        else:
-            kind = ProxyRefused
-            message = f"proxy {self._proxy} refused {self._target}"
-        raise kind(f"{message} ({status})", code=response.status, meaning=meaning)
+        return kind(f"{message}: {meaning} ({label})", code=response.status, meaning=meaning)
+
+
+def _target_unreachable(response: Response) -> bool:
+    # RFC 9110 §15.6: 502/503/504 from a gateway that could not reach the
+    # next hop. tinyproxy says it with "500 Unable to connect" (reqs.c).
+    if response.status in TARGET_UNREACHABLE:
+        return True
+    return response.status == 500 and response.reason.lower().startswith("unable to connect")

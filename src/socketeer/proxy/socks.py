@@ -315,7 +315,7 @@ def socks5_message_size(prefix: bytes | bytearray) -> int:
         ProxyError: an unknown address type.
     """
     if len(prefix) < 4:
-        return 10  # the shortest: an IPv4 address
+        return 5  # enough to learn the address type, and a name's length: no message is shorter
     atyp = prefix[3]
     if atyp == ATYP_IPV4:
         return 10
@@ -521,7 +521,7 @@ class Socks5Handshake(_Handshake):
                 self._done = True
                 raise ProxyAuthError(
                     f"proxy authentication failed: {self._proxy} rejected the user name "
-                    f"and password (for {self._target}, RFC 1929 status {code})",
+                    f"and password (for {self._target}, SOCKS5 login status {code})",
                     code=code,
                     meaning="username/password rejected",
                 )
@@ -551,16 +551,15 @@ class Socks5Handshake(_Handshake):
             self._step = "login"
         else:
             self._done = True
-            if method == NO_ACCEPTABLE:
-                wants = (
-                    "accepts none of the offered methods (no authentication, username/password)"
-                    if self._credentials is not None
-                    else "wants credentials (give USER:PASSWORD@ in the proxy URL)"
-                )
+            if method != NO_ACCEPTABLE:
+                wants = f"chose a method that was not offered ({method:#04x})"
+            elif self._credentials is None:
+                wants = "wants a user name and password, none given"
             else:
-                wants = f"chose an authentication method not offered ({method:#04x})"
+                wants = "accepts neither no authentication nor username/password"
             raise ProxyAuthError(
-                f"proxy authentication failed: {self._proxy} {wants}, for {self._target}",
+                f"proxy authentication failed: {self._proxy} {wants} "
+                f"(for {self._target}, SOCKS5 method {method:#04x})",
                 code=method,
                 meaning="no acceptable authentication method",
             )
