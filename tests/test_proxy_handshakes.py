@@ -467,9 +467,9 @@ def test_head_reader_stops_exactly_at_the_blank_line(head: bytes, tail: bytes) -
 
 KINDS = {
     "socks4": lambda: s.Socks4Handshake("example.com", 1, proxy=PROXY, target=TARGET),
-    "socks5": lambda: socks5(),
+    "socks5": socks5,
     "socks5-login": lambda: socks5(username="u", password="p"),
-    "http": lambda: http_connect(),
+    "http": http_connect,
 }
 
 
