@@ -11,6 +11,12 @@ from __future__ import annotations
 
 import argparse
 
+# The longest wait any option may ask for: poll() takes a C int of milliseconds
+# (24.8 days) and settimeout() a time_t, so a larger value would overflow deep
+# in an event loop instead of here. Nobody needs a longer timeout than this;
+# no timeout at all is said by leaving the option out.
+MAX_SECONDS = 24 * 86400
+
 
 def _positive(text: str, what: str) -> float:
     try:
@@ -23,8 +29,23 @@ def _positive(text: str, what: str) -> float:
 
 
 def seconds(text: str) -> float:
-    """A positive, finite number of seconds."""
-    return _positive(text, "seconds")
+    """A positive number of seconds, at most ``MAX_SECONDS`` (24 days)."""
+    value = _positive(text, "seconds")
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_SECONDS} seconds (24 days; leave the option out for no limit): {text!r}"
+        )
+    return value
+
+
+def pause(text: str) -> float:
+    """0 or more seconds, at most ``MAX_SECONDS`` (``--delay 0``: no pause)."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # seconds() words the error
+    return seconds(text)
 
 
 def per_second(text: str) -> float:
@@ -83,6 +104,37 @@ def add_stream(parser: argparse.ArgumentParser) -> None:
         help="at stdin EOF keep the socket open for writing (no half-close)",
     )
     parser.add_argument("--crlf", action="store_true", help="send line ends from stdin as CRLF")
+
+
+def add_session(parser: argparse.ArgumentParser) -> None:
+    """connect and listen: which ways data flows, raw captures, pacing (``SessionOptions``)."""
+    group = parser.add_argument_group("session")
+    way = group.add_mutually_exclusive_group()
+    way.add_argument(
+        "--send-only",
+        action="store_true",
+        help="only send stdin: drop what arrives, end once stdin is sent (ncat --send-only)",
+    )
+    way.add_argument(
+        "--recv-only",
+        action="store_true",
+        help="only receive: never read stdin, never half-close; end when the peer closes",
+    )
+    group.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="raw copy of both directions to FILE, interleaved as they happen (ncat -o)",
+    )
+    group.add_argument("--output-in", metavar="FILE", help="raw copy of what was received")
+    group.add_argument("--output-out", metavar="FILE", help="raw copy of what was sent")
+    group.add_argument(
+        "--delay",
+        type=pause,
+        default=0.0,
+        metavar="S",
+        help="send stdin a line at a time, S seconds apart (nc -i)",
+    )
 
 
 def add_access(parser: argparse.ArgumentParser, verb: str) -> None:

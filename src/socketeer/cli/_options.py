@@ -70,6 +70,42 @@ class StreamOptions:
 
 
 @dataclass(frozen=True)
+class SessionOptions:
+    """connect and listen: --send-only, --recv-only, -o, --output-in/-out, --delay."""
+
+    send: bool = True
+    receive: bool = True
+    output: str | None = None
+    output_in: str | None = None
+    output_out: str | None = None
+    delay: float = 0.0
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SessionOptions:
+        return cls(
+            not args.recv_only,
+            not args.send_only,
+            args.output,
+            args.output_in,
+            args.output_out,
+            args.delay,
+        )
+
+    @property
+    def given(self) -> list[str]:
+        """The options given, by name (for "-z sends nothing: drop ...")."""
+        names = {
+            "--send-only": not self.receive,
+            "--recv-only": not self.send,
+            "--output": self.output,
+            "--output-in": self.output_in,
+            "--output-out": self.output_out,
+            "--delay": self.delay,
+        }
+        return [name for name, value in names.items() if value]
+
+
+@dataclass(frozen=True)
 class ServerOptions:
     """--model, --workers, --grace, --max-conns, --log-format (serve and relay)."""
 

@@ -24,7 +24,12 @@ records, would-block) is ``_flow``'s, shared with the relay:
   refuse are closed at once;
 - with ``-k`` on a TLS listener, each client's handshake is driven by the same
   loop (``tls.ServerHandshake``), so a client that never finishes its
-  handshake holds up nobody else.
+  handshake holds up nobody else;
+- ``--send-only``: what arrives is read and dropped (captured by ``-o``), and
+  a peer is done once stdin's end has been passed on to it, without waiting
+  for its EOF; ``--recv-only``: stdin is never read and never ends (no
+  ``SHUT_WR``), so a peer is done at its EOF; ``--delay S`` releases stdin a
+  line at a time (``_pacing``), and stdin's end is passed on after the last.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..access import AccessList
     from ..tls import ServerHandshake
+    from ._capture import Capture
+    from ._options import SessionOptions
 
 _STDIN = "stdin"
 _LISTENER = "listener"
@@ -86,9 +93,19 @@ class StreamPump:
         half_close: bool = True,
         crlf: bool = False,
         idle_timeout: float | None = None,
+        session: SessionOptions | None = None,
+        capture: Capture | None = None,
     ) -> None:
         self._report = report
         self._half_close = half_close
+        self._capture = capture if capture is not None and capture.active else None
+        self._deliver = session is None or session.receive  # received bytes to stdout
+        self._send_only = not self._deliver
+        self._pacer = None
+        if session is not None and session.delay:
+            from ._pacing import LinePacer
+
+            self._pacer = LinePacer(session.delay)
         self._crlf = crlf
         self._after_cr = False
         self._idle_timeout = idle_timeout
@@ -97,6 +114,11 @@ class StreamPump:
         self._selector = selectors.PollSelector()
         self._peers: dict[int, _Peer] = {}
         self._stdin_open = True
+        self._input_over = False  # stdin's end reached the outlets (after paced lines)
+        if session is not None and not session.send:  # --recv-only: stdin never ends
+            self._stdin_open = False
+            self._half_close = False
+            self._input_over = True
         self._interactive = os.isatty(0)
         self._masks: dict[int, int] = {}
         self._listener: Listener | None = None
@@ -122,6 +144,7 @@ class StreamPump:
 
     def _update_interest(self) -> None:
         room = all(p.outlet.has_room for p in self._peers.values())
+        room = room and not (self._pacer is not None and self._pacer.waiting)
         wants_stdin = self._stdin_open and room and (bool(self._peers) or self._listener is None)
         self._watch(0, selectors.EVENT_READ if wants_stdin else 0, _STDIN)
         for fd, peer in self._peers.items():
@@ -137,7 +160,7 @@ class StreamPump:
         conn.socket.setblocking(False)
         peer = _Peer(conn)
         self._peers[conn.fileno()] = peer
-        if not self._stdin_open:
+        if self._input_over:
             peer.outlet.finish(half_close=self._half_close)
 
     def _drop(self, peer: _Peer) -> None:
@@ -148,7 +171,11 @@ class StreamPump:
 
     def _settle(self, peer: _Peer) -> None:
         """Drop the peer once both of its directions are done."""
-        if not peer.reading and peer.outlet.done and peer.sock.fileno() in self._peers:
+        if (
+            (not peer.reading or self._send_only)
+            and peer.outlet.done
+            and peer.sock.fileno() in self._peers
+        ):
             self._report.debug(f"{peer.name}: both directions done")
             self._drop(peer)
 
@@ -176,6 +203,10 @@ class StreamPump:
             self._watch(listener.fileno(), selectors.EVENT_READ, _LISTENER)
         try:
             while self._peers or listener is not None:
+                if self._pacer is not None:
+                    self._release_lines()
+                    if listener is None and not self._peers:
+                        return
                 self._update_interest()
                 for key, mask in self._selector.select(self._wait_time()):
                     if key.data is _STDIN:
@@ -203,6 +234,9 @@ class StreamPump:
 
     def _wait_time(self) -> float | None:
         deadline = None if self._idle_timeout is None else self._last_traffic + self._idle_timeout
+        if self._pacer is not None and (wait := self._pacer.wait(time.monotonic())) is not None:
+            due = time.monotonic() + wait
+            deadline = due if deadline is None else min(deadline, due)
         if self._handshakes:
             first = min(h.deadline for h in self._handshakes.values())
             deadline = first if deadline is None else min(deadline, first)
@@ -230,16 +264,43 @@ class StreamPump:
         if not data:
             self._stdin_open = False
             self._report.debug("stdin closed")
-            for peer in list(self._peers.values()):
-                peer.outlet.finish(half_close=self._half_close)
-                self._settle(peer)
+            if self._pacer is None:
+                self._end_input()
+            else:
+                self._pacer.end()
             return
         self._traffic()
         if self._crlf:
             data, self._after_cr = to_crlf(data, self._after_cr)
+        if self._pacer is not None:
+            self._pacer.feed(data)
+            self._release_lines()
+            return
+        self._send_all(data)
+
+    def _send_all(self, data: bytes) -> None:
         self._report.dump(data, HexDumper.SENT)
+        if self._capture is not None:
+            self._capture.sent(data)
         for peer in self._peers.values():
             peer.outlet.queue(data)
+
+    def _end_input(self) -> None:
+        """Pass stdin's end on to every peer (``SHUT_WR`` once its outbox is out)."""
+        self._input_over = True
+        for peer in list(self._peers.values()):
+            peer.outlet.finish(half_close=self._half_close)
+            self._settle(peer)
+
+    def _release_lines(self) -> None:
+        """``--delay``: send the line that is due, if any; after the last, stdin's end."""
+        assert self._pacer is not None
+        line = self._pacer.take(time.monotonic())
+        if line is not None:
+            self._traffic()
+            self._send_all(line)
+        if not self._stdin_open and not self._pacer.waiting and not self._input_over:
+            self._end_input()
 
     def _on_accept(self) -> None:
         assert self._listener is not None
@@ -345,7 +406,10 @@ class StreamPump:
         if data:
             self._traffic()
             self._report.dump(data, HexDumper.RECEIVED)
-            write_stdout(data)
+            if self._capture is not None:
+                self._capture.received(data)
+            if self._deliver:
+                write_stdout(data)
             return
         peer.reading = False
         if self._interactive or peer.outlet.finishing:

@@ -1,34 +1,106 @@
-"""``socketeer connect ADDRESS``: a client, stdin to the socket and the socket to stdout."""
+"""``socketeer connect ADDRESS``: a client, stdin to the socket and the socket to stdout.
+
+``-z ADDRESS...`` only checks that the addresses are up (``readiness``), and
+``--wait S`` retries: with ``-z`` until all are up, otherwise the session's
+own connect, so the server sees no extra connection.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from ..address import Address
-from ..connection import connect
-from ._datagram import datagram_client
-from ._options import IdleOptions, OutputOptions, StreamOptions, TLSClientOptions
-from ._pump import StreamPump
+from ..errors import UsageError
+from ._capture import Capture
+from ._options import (
+    IdleOptions,
+    OutputOptions,
+    SessionOptions,
+    StreamOptions,
+    TLSClientOptions,
+)
 from ._report import Reporter
-from ._tls import client_tls
+from ._tls import client_config, client_tls
 
 
 def run(args: argparse.Namespace) -> int:
-    address = Address.parse(args.address)
+    addresses = [Address.parse(text) for text in args.address]
+    session = SessionOptions.from_args(args)
+    if args.check:
+        return _check(args, addresses, session)
+    if len(addresses) > 1:
+        raise UsageError("connect takes one ADDRESS (several only with -z)")
+    address = addresses[0]
     stream = StreamOptions.from_args(args)
     idle = IdleOptions.from_args(args)
-    report = Reporter.from_output(OutputOptions.from_args(args))
+    capture = Capture(session)  # a bad path fails before anything connects
+    try:
+        report = Reporter.from_output(OutputOptions.from_args(args))
+    except BaseException:
+        capture.close()
+        raise
     try:
         tls = client_tls(address, TLSClientOptions.from_args(args), report)
         if address.is_datagram:
-            return datagram_client(address, report, idle_timeout=idle.seconds, crlf=stream.crlf)
-        conn = connect(address, timeout=args.timeout, tls=tls)
+            from ._datagram import datagram_client
+
+            if args.wait:
+                from ..readiness import wait_for
+
+                wait_for([address], timeout=args.wait, connect_timeout=args.timeout)
+            return datagram_client(
+                address,
+                report,
+                idle_timeout=idle.seconds,
+                crlf=stream.crlf,
+                session=session,
+                capture=capture,
+            )
+        from ..connection import Connection, connect
+        from ..readiness import retrying
+        from ._pump import StreamPump
+
+        def attempt(limit: float | None) -> Connection:
+            return connect(address, timeout=limit, tls=tls)
+
+        if args.wait:
+            conn = retrying(attempt, timeout=args.wait, connect_timeout=args.timeout)
+        else:
+            conn = attempt(args.timeout)
         report.info(f"connected to {conn.peer or address}")
         pump = StreamPump(
-            report, half_close=stream.half_close, crlf=stream.crlf, idle_timeout=idle.seconds
+            report,
+            half_close=stream.half_close,
+            crlf=stream.crlf,
+            idle_timeout=idle.seconds,
+            session=session,
+            capture=capture,
         )
         pump.add(conn)
         pump.run()
         return 0
     finally:
         report.close()
+        capture.close()
+
+
+def _check(args: argparse.Namespace, addresses: list[Address], session: SessionOptions) -> int:
+    """``-z``: exit 0 when every address is up, 1 naming each that is not (``NotReady``)."""
+    unused = [*session.given, *(["--hexdump"] if args.hexdump else [])]
+    if args.idle_timeout:
+        unused.append("--idle-timeout")
+    if unused:
+        raise UsageError(f"-z sends and receives nothing: drop {', '.join(unused)}")
+    report = Reporter.from_output(OutputOptions.from_args(args))
+    options = TLSClientOptions.from_args(args)
+    tls = None
+    if any(address.is_tls for address in addresses):
+        tls = client_config(options, report, "the server's certificate")
+    elif options.given or options.alpn:
+        raise UsageError("TLS options need a tls:// address")
+    from ..readiness import wait_for
+
+    wait_for(addresses, timeout=args.wait or 0, connect_timeout=args.timeout, tls=tls)
+    for address in addresses:
+        report.info(f"{address} is up")
+    return 0

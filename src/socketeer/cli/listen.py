@@ -10,8 +10,16 @@ from ..address import Address
 from ..connection import Connection
 from ..errors import Timeout
 from ..listener import Listener, listen
+from ._capture import Capture
 from ._datagram import datagram_server
-from ._options import AccessOptions, IdleOptions, OutputOptions, StreamOptions, TLSServerOptions
+from ._options import (
+    AccessOptions,
+    IdleOptions,
+    OutputOptions,
+    SessionOptions,
+    StreamOptions,
+    TLSServerOptions,
+)
 from ._pump import StreamPump
 from ._report import Reporter
 from ._tls import server_tls
@@ -23,15 +31,32 @@ def run(args: argparse.Namespace) -> int:
     idle = IdleOptions.from_args(args)
     rules = AccessOptions.from_args(args)
     access = AccessList(rules.allow, rules.deny) if rules else None
-    report = Reporter.from_output(OutputOptions.from_args(args))
+    session = SessionOptions.from_args(args)
+    capture = Capture(session)  # a bad path fails before anything listens
+    try:
+        report = Reporter.from_output(OutputOptions.from_args(args))
+    except BaseException:
+        capture.close()
+        raise
     try:
         tls = server_tls(address, TLSServerOptions.from_args(args), report)
         if address.is_datagram:
             return datagram_server(
-                address, report, idle_timeout=idle.seconds, crlf=stream.crlf, access=access
+                address,
+                report,
+                idle_timeout=idle.seconds,
+                crlf=stream.crlf,
+                access=access,
+                session=session,
+                capture=capture,
             )
         pump = StreamPump(
-            report, half_close=stream.half_close, crlf=stream.crlf, idle_timeout=idle.seconds
+            report,
+            half_close=stream.half_close,
+            crlf=stream.crlf,
+            idle_timeout=idle.seconds,
+            session=session,
+            capture=capture,
         )
         with listen(address, tls=tls) as listener:
             report.notice(f"listening on {listener.address}")
@@ -46,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         report.close()
+        capture.close()
 
 
 def _first_client(

@@ -17,6 +17,7 @@ from ._groups import (
     add_max_conns,
     add_output,
     add_server,
+    add_session,
     add_stream,
     add_timeout,
     add_tls,
@@ -83,10 +84,28 @@ def _connect(commands: _Commands, full: bool = True) -> None:
     )
     if not full:
         return  # listed in the top-level help; its options are not needed
-    parser.add_argument("address", metavar="ADDRESS")
-    add_timeout(parser, "give up connecting after S seconds")
+    parser.add_argument(
+        "address", metavar="ADDRESS", nargs="+", help="where to connect (several with -z)"
+    )
+    add_timeout(parser, "give up connecting after S seconds (with --wait: each attempt)")
     add_idle_timeout(parser, _STREAM_IDLE)
+    readiness = parser.add_argument_group("readiness")
+    readiness.add_argument(
+        "-z",
+        "--check",
+        action="store_true",
+        help="only check that every ADDRESS accepts a connection (tls: handshake and "
+        "certificate too), send nothing; exit 1 naming each that does not (nc -z)",
+    )
+    readiness.add_argument(
+        "--wait",
+        type=seconds,
+        metavar="S",
+        help="retry for up to S seconds until the addresses are up (with -z), or "
+        "until the connect succeeds",
+    )
     add_stream(parser)
+    add_session(parser)
     add_tls(parser, client=True)
     add_output(parser)
 
@@ -111,6 +130,7 @@ def _listen(commands: _Commands, full: bool = True) -> None:
     add_timeout(parser, "give up waiting for the first client after S seconds")
     add_idle_timeout(parser, _STREAM_IDLE)
     add_stream(parser)
+    add_session(parser)
     add_access(parser, "accept")
     add_tls(parser, server=True)
     add_output(parser)
