@@ -42,6 +42,8 @@ _WHERE = {
     "Timeout": "errors",
     "TLSError": "errors",
     "UsageError": "errors",
+    "NotReady": "readiness",
+    "wait_for": "readiness",
 }
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "FrameTooLarge",
     "Listener",
     "NetworkError",
+    "NotReady",
     "ProxyAuthError",
     "ProxyError",
     "ProxyRefused",
@@ -69,6 +72,7 @@ __all__ = [
     "connect",
     "listen",
     "open_datagram",
+    "wait_for",
 ]
 
 
@@ -109,4 +113,6 @@ if TYPE_CHECKING:
     from .errors import UsageError as UsageError
     from .listener import Listener as Listener
     from .listener import listen as listen
+    from .readiness import NotReady as NotReady
+    from .readiness import wait_for as wait_for
     from .server.core import Server as Server
