@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any, Literal, NamedTuple
 
+    from ._sockopts import SocketOptions
+
 HAS_ABSTRACT = sys.platform.startswith("linux")
 
 _CONNECT_ERRNOS = {
@@ -330,11 +332,26 @@ def _raced_socket(
 
 
 def source_binder(source: Address) -> Callable[[socket.socket], None]:
-    """A ``prepare`` for ``connected_socket`` that binds each attempt to ``source``."""
+    """A ``prepare`` for ``connected_socket`` that binds each attempt to ``source``.
+
+    Each attempt binds to the source's address of its own family (a name may
+    have both), or the family's wildcard when only a port is given; a source
+    with no address of that family fails that attempt as a ``ConnectError``,
+    so the next address of the target is tried.
+    """
 
     def bind(sock: socket.socket) -> None:
+        family = sock.family
         with translate_errors("bind", source):
-            sock.bind(resolve(source, passive=True)[0].sockaddr)
+            if source.host == "":
+                wildcard = "::" if family == socket.AF_INET6 else "0.0.0.0"
+                sock.bind((wildcard, source.port))
+                return
+            rows = [t for t in resolve(source, passive=True) if t.family == family]
+            if not rows:
+                version = 6 if family == socket.AF_INET6 else 4
+                raise ConnectError(f"source {source} has no IPv{version} address")
+            sock.bind(rows[0].sockaddr)
 
     return bind
 
@@ -415,12 +432,20 @@ def _clear_stale_socket_file(address: Address, kind: int) -> None:
 
 
 def bound_socket(
-    address: Address, *, reuse_port: bool = False, unix_mode: int | None = None
+    address: Address,
+    *,
+    reuse_port: bool = False,
+    unix_mode: int | None = None,
+    options: SocketOptions | None = None,
 ) -> tuple[socket.socket, SocketFile | None]:
     """A socket bound to ``address`` (not yet listening), and its socket file if any.
 
+    ``options`` are set before the bind (an accepted socket inherits them from
+    its listener) and its multicast groups joined after it.
+
     Raises:
         AddressInUse, NetworkError, AddressError: as the failure was.
+        UsageError: an option that does not fit the socket.
     """
     kind = socket_type(address)
     targets = resolve(address, passive=True)
@@ -439,7 +464,15 @@ def bound_socket(
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 if target.family == socket.AF_INET6 and address.ip_version is None:
                     sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            if options is not None:
+                from ._sockopts import apply
+
+                apply(sock, options)  # may turn IPV6_V6ONLY back on
             sock.bind(target.sockaddr)
+            if options is not None and options.join:
+                from ._sockopts import join_groups
+
+                join_groups(sock, options)
             socket_file = None
             if address.is_unix and not address.abstract:
                 socket_file = SocketFile(address.path)

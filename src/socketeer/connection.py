@@ -14,17 +14,17 @@ from contextlib import AbstractContextManager
 from . import framing
 from ._buffer import ReceiveBuffer
 from ._deadline import Deadline
+from ._reach import dial, parse_proxy
 from ._resource import SocketResource
 from ._sockio import (
     address_of,
-    connected_socket,
     error_for,
     local_address,
     peer_address,
     scheme_for,
-    source_binder,
     translate_errors,
 )
+from ._sockopts import SocketOptions
 from ._static import final
 from ._tlsopt import client_setup_for
 from .address import Address
@@ -33,6 +33,9 @@ from .errors import ConnectionClosed, SocketeerError, Timeout, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from ._sockopts import Keepalive
+    from .proxy.url import ProxyURL
 
 __all__ = ["Connection", "connect"]
 
@@ -45,6 +48,13 @@ def connect(
     timeout: float | None = None,
     tls: object | None = None,
     source: str | Address | None = None,
+    keepalive: bool | Keepalive | tuple[int, int, int] = False,
+    bind_device: str | None = None,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    ttl: int | None = None,
+    hop_limit: int | None = None,
+    proxy: str | ProxyURL | None = None,
 ) -> Connection:
     """Connect to a stream address (tcp, tcp4, tcp6, tls, unix, abstract).
 
@@ -53,19 +63,37 @@ def connect(
     ``TLSConfig`` or ``ssl.SSLContext``; implied by ``tls://``) verifies the
     server against the system trust store unless told otherwise.
 
+    The socket options are set before connecting (docs/library.md):
+    ``keepalive`` (True for 60 s idle, 10 s interval, 6 probes, or the three
+    numbers), ``bind_device`` (SO_BINDTODEVICE), ``rcvbuf``/``sndbuf``,
+    ``ttl``/``hop_limit``. ``proxy`` (a URL, or ``"env"`` for ``ALL_PROXY``)
+    tunnels through a SOCKS or HTTP proxy; the options and ``source`` then
+    apply to the socket to the proxy, and TLS still verifies the target.
+
     Raises:
         AddressError: a malformed or non-stream address.
         ConnectError: refused, unreachable, no such host or socket file.
+        ProxyError: the proxy is unreachable (``ProxyUnreachable``) or refused.
         Timeout: no answer within ``timeout``.
         TLSError: the certificate or the handshake failed.
+        UsageError, NetworkError: an option that does not fit, or that the system refused.
     """
     target = Address.parse(address)
     if not target.is_stream or target.scheme == "fd":
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
-    src = Address.parse(source) if source is not None else None
+    options = SocketOptions.of(
+        source=source,
+        keepalive=keepalive,
+        bind_device=bind_device,
+        rcvbuf=rcvbuf,
+        sndbuf=sndbuf,
+        ttl=ttl,
+        hop_limit=hop_limit,
+    )
+    via = parse_proxy(proxy, target)
     setup = client_setup_for(target, tls)  # bad files are reported before connecting
     deadline = Deadline(timeout)
-    sock = connected_socket(target, deadline, prepare=source_binder(src) if src else None)
+    sock = dial(target, deadline, options, via)
     if setup is not None:
         from .tls import wrap_client
 

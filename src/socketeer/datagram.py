@@ -23,9 +23,17 @@ from ._sockio import (
     resolve,
     translate_errors,
 )
+from ._sockopts import SocketOptions
+from ._sockopts import apply as apply_options
 from ._static import final
 from .address import Address
 from .errors import FrameTooLarge, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from ._sockopts import Membership
 
 __all__ = ["MAX_DATAGRAM", "DatagramEndpoint", "open_datagram"]
 
@@ -40,16 +48,35 @@ def open_datagram(
     *,
     bind: str | Address | None = None,
     timeout: float | None = None,
+    bind_device: str | None = None,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    ttl: int | None = None,
+    hop_limit: int | None = None,
+    ipv6_only: bool | None = None,
+    broadcast: bool = False,
+    join: Iterable[str | Membership] | str | Membership = (),
+    multicast_ttl: int | None = None,
+    multicast_loop: bool | None = None,
 ) -> DatagramEndpoint:
     """A datagram socket: a client of ``address``, a server on ``bind``, or both.
 
     With ``address`` the socket is connected, so sends need no destination and
     an ICMP "port unreachable" surfaces as ``ConnectError`` on the next call.
 
+    Socket options are set before the bind or connect: those of ``listen``,
+    plus ``broadcast`` (SO_BROADCAST, to send to a broadcast address),
+    ``join`` (multicast groups ``"GROUP[@IFACE]"`` to receive, joined after
+    ``bind``), ``multicast_ttl`` (how many routers a sent group datagram
+    crosses; the system's default is 1) and ``multicast_loop`` (whether this
+    host's own group members see it).
+
     Raises:
-        AddressError, UsageError: a malformed or non-datagram address, or neither given.
+        AddressError, UsageError: a malformed or non-datagram address, neither
+            given, an option that does not fit (``join`` without ``bind``).
         AddressInUse: ``bind`` is taken.
         ConnectError: ``address`` does not resolve.
+        NetworkError: the system refused an option (permission, no such interface).
     """
     remote = Address.parse(address) if address is not None else None
     local = Address.parse(bind) if bind is not None else None
@@ -58,13 +85,32 @@ def open_datagram(
     for given in (remote, local):
         if given is not None and not given.is_datagram:
             raise UsageError(f"a datagram socket needs udp:// or unix-dgram:, not {given}")
+    options = SocketOptions.of(
+        bind_device=bind_device,
+        rcvbuf=rcvbuf,
+        sndbuf=sndbuf,
+        ttl=ttl,
+        hop_limit=hop_limit,
+        ipv6_only=ipv6_only,
+        broadcast=broadcast,
+        join=join,
+        multicast_ttl=multicast_ttl,
+        multicast_loop=multicast_loop,
+    )
+    if options.join and local is None:
+        raise UsageError("join needs a bound socket: give bind= (the group's port)")
     target = resolve(remote, passive=False)[0] if remote is not None else None
     socket_file: SocketFile | None = None
     if local is not None:
-        sock, socket_file = bound_socket(local)
+        sock, socket_file = bound_socket(local, options=options)
     else:
         assert target is not None
         sock = socket.socket(target.family, target.type, target.proto)
+        try:
+            apply_options(sock, options)
+        except BaseException:
+            sock.close()
+            raise
     try:
         like = remote or local
         assert like is not None

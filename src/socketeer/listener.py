@@ -17,6 +17,8 @@ from ._sockio import (
     set_nodelay,
     translate_errors,
 )
+from ._sockopts import SocketOptions
+from ._sockopts import apply as apply_options
 from ._static import final
 from ._tlsopt import server_context_for
 from .address import Address
@@ -26,6 +28,8 @@ from .errors import UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from ._sockopts import Keepalive
 
 __all__ = ["Listener", "listen"]
 
@@ -63,6 +67,13 @@ def listen(
     reuse_port: bool = False,
     unix_mode: int | None = None,
     tls: object | None = None,
+    keepalive: bool | Keepalive | tuple[int, int, int] = False,
+    bind_device: str | None = None,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    ttl: int | None = None,
+    hop_limit: int | None = None,
+    ipv6_only: bool | None = None,
 ) -> Listener:
     """Bind and listen on a stream address; port 0 picks a free port.
 
@@ -70,22 +81,44 @@ def listen(
     the file's permissions. ``fd:N`` (or ``systemd:``) adopts an inherited
     listening socket.
 
+    The socket options (as ``connect``'s, plus ``ipv6_only``: ``[::]`` and
+    ``:PORT`` are dual-stack unless it is true) are set on the listening
+    socket before it binds; accepted connections inherit them from it, so
+    keepalive costs nothing per client.
+
     Raises:
         AddressError: a malformed or non-stream address.
         AddressInUse: the port is taken, or a live server listens on the path.
+        UsageError, NetworkError: an option that does not fit, or that the system refused.
     """
     target = Address.parse(address)
     if not target.is_stream:
         raise UsageError(f"listen needs a stream address, not {target} (see open_datagram)")
+    options = SocketOptions.of(
+        keepalive=keepalive,
+        bind_device=bind_device,
+        rcvbuf=rcvbuf,
+        sndbuf=sndbuf,
+        ttl=ttl,
+        hop_limit=hop_limit,
+        ipv6_only=ipv6_only,
+    )
     context = server_context_for(target, tls)
     if target.scheme == "fd":
         # An inherited socket (systemd, a parent): TLS wraps it like any other.
         with translate_errors("adopt", target):
             sock = socket.socket(fileno=target.fd)
+        try:
+            apply_options(sock, options.without("ipv6_only"))  # bound already: too late for it
+        except BaseException:
+            sock.detach()  # not ours to close on a usage error
+            raise
         listener = Listener(sock)
         listener.tls_context = context
         return listener
-    sock, socket_file = bound_socket(target, reuse_port=reuse_port, unix_mode=unix_mode)
+    sock, socket_file = bound_socket(
+        target, reuse_port=reuse_port, unix_mode=unix_mode, options=options
+    )
     try:
         with translate_errors("listen", target):
             sock.listen(backlog)

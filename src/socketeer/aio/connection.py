@@ -12,7 +12,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from .. import framing
 from .._deadline import Deadline
@@ -25,7 +25,6 @@ from .._sockio import (
     resolve,
     scheme_for,
     set_nodelay,
-    source_binder,
     translate_errors,
 )
 from .._tlsopt import client_setup_for
@@ -41,6 +40,10 @@ from ..errors import (
 )
 from ._protocol import StreamProtocol
 from ._ready import fd_ready
+
+if TYPE_CHECKING:
+    from .._sockopts import Keepalive
+    from ..proxy.url import ProxyURL
 
 __all__ = ["Connection", "connect"]
 
@@ -122,21 +125,39 @@ async def connect(
     timeout: float | None = None,
     tls: object | None = None,
     source: str | Address | None = None,
+    keepalive: bool | Keepalive | tuple[int, int, int] = False,
+    bind_device: str | None = None,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    ttl: int | None = None,
+    hop_limit: int | None = None,
+    proxy: str | ProxyURL | None = None,
 ) -> Connection:
-    """Connect to a stream address; as ``socketeer.connect``.
+    """Connect to a stream address; as ``socketeer.connect`` (the same options and proxy).
 
     Raises:
-        AddressError, ConnectError, Timeout: as ``socketeer.connect``.
+        AddressError, ConnectError, ProxyError, Timeout, TLSError: as ``socketeer.connect``.
     """
+    from .._reach import parse_proxy
+    from .._sockopts import SocketOptions
+    from ._reach import dial_async
+
     target = Address.parse(address)
     if not target.is_stream or target.scheme == "fd":
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
+    options = SocketOptions.of(
+        source=source,
+        keepalive=keepalive,
+        bind_device=bind_device,
+        rcvbuf=rcvbuf,
+        sndbuf=sndbuf,
+        ttl=ttl,
+        hop_limit=hop_limit,
+    )
+    via = parse_proxy(proxy, target)
     setup = client_setup_for(target, tls)  # bad files are reported before connecting
     deadline = Deadline(timeout)
-    src = Address.parse(source) if source is not None else None
-    sock = await connected_socket_async(
-        target, deadline, prepare=source_binder(src) if src else None
-    )
+    sock = await dial_async(target, deadline, options, via)
     if setup is not None:
         return await _tls_client(sock, setup, target, timeout, deadline)
     return await Connection.from_socket(sock, timeout=timeout, address=target)

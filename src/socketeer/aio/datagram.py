@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from .._deadline import Deadline
 from .._resource import AsyncResource
@@ -14,6 +14,11 @@ from ..address import Address
 from ..datagram import open_datagram as open_blocking
 from ..errors import UsageError
 from .connection import _wait
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .._sockopts import Membership
 
 __all__ = ["DatagramEndpoint", "open_datagram"]
 
@@ -27,9 +32,33 @@ async def open_datagram(
     *,
     bind: str | Address | None = None,
     timeout: float | None = None,
+    bind_device: str | None = None,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    ttl: int | None = None,
+    hop_limit: int | None = None,
+    ipv6_only: bool | None = None,
+    broadcast: bool = False,
+    join: Iterable[str | Membership] | str | Membership = (),
+    multicast_ttl: int | None = None,
+    multicast_loop: bool | None = None,
 ) -> DatagramEndpoint:
-    """As ``socketeer.open_datagram``, on the running loop."""
-    blocking = open_blocking(address, bind=bind, timeout=timeout)
+    """As ``socketeer.open_datagram`` (the same socket options), on the running loop."""
+    blocking = open_blocking(
+        address,
+        bind=bind,
+        timeout=timeout,
+        bind_device=bind_device,
+        rcvbuf=rcvbuf,
+        sndbuf=sndbuf,
+        ttl=ttl,
+        hop_limit=hop_limit,
+        ipv6_only=ipv6_only,
+        broadcast=broadcast,
+        join=join,
+        multicast_ttl=multicast_ttl,
+        multicast_loop=multicast_loop,
+    )
     loop = asyncio.get_running_loop()
     local, peer, like = blocking.local, blocking.peer, blocking.like
     sock, socket_file = blocking.detach()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from .._deadline import Deadline
 from .._resource import AsyncResource, discard
@@ -13,6 +13,9 @@ from ..address import Address
 from ..listener import RETRY_ACCEPT_ERRNOS
 from ..listener import listen as listen_blocking
 from .connection import Connection, _wait
+
+if TYPE_CHECKING:
+    from .._sockopts import Keepalive
 
 __all__ = ["Listener", "listen"]
 
@@ -24,10 +27,30 @@ async def listen(
     reuse_port: bool = False,
     unix_mode: int | None = None,
     tls: object | None = None,
+    keepalive: bool | Keepalive | tuple[int, int, int] = False,
+    bind_device: str | None = None,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    ttl: int | None = None,
+    hop_limit: int | None = None,
+    ipv6_only: bool | None = None,
 ) -> Listener:
-    """Bind and listen; as ``socketeer.listen`` (binding does not block on a literal address)."""
+    """Bind and listen; as ``socketeer.listen``, the same socket options (binding
+    does not block on a literal address).
+    """
     blocking = listen_blocking(
-        address, backlog=backlog, reuse_port=reuse_port, unix_mode=unix_mode, tls=tls
+        address,
+        backlog=backlog,
+        reuse_port=reuse_port,
+        unix_mode=unix_mode,
+        tls=tls,
+        keepalive=keepalive,
+        bind_device=bind_device,
+        rcvbuf=rcvbuf,
+        sndbuf=sndbuf,
+        ttl=ttl,
+        hop_limit=hop_limit,
+        ipv6_only=ipv6_only,
     )
     return Listener._adopt(blocking)
 

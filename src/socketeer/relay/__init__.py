@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from .._sockopts import SocketOptions
 from ..address import Address
 from ..errors import UsageError
 from .datagram import DatagramRelay as DatagramRelay
@@ -20,6 +21,8 @@ from .handler import RelayHandler as RelayHandler
 from .stream import HAS_SPLICE as HAS_SPLICE
 
 if TYPE_CHECKING:
+    from .._sockopts import Keepalive
+    from ..proxy.url import ProxyURL
     from ..server.core import Server
     from .core import StdioRelay
 
@@ -28,6 +31,9 @@ __all__ = ["DEFAULT_MODEL", "HAS_SPLICE", "DatagramRelay", "RelayHandler", "rela
 #: Relays front many clients at once (HAProxy's default is as large): the
 #: kernel caps it at net.core.somaxconn.
 RELAY_BACKLOG = 4096
+
+#: The socket options a relay sets on FROM and on TO alike (docs/relay.md).
+_BOTH_SIDES = ("keepalive", "rcvbuf", "sndbuf", "ttl", "hop_limit")
 
 #: The relay's default model: one event loop per worker (docs/performance.md says why).
 DEFAULT_MODEL = "async"
@@ -53,12 +59,29 @@ def relay(
     tls_server: object = None,
     tls_client: object = None,
     max_sessions: int | None = None,
+    keepalive: bool | Keepalive | tuple[int, int, int] = True,
+    to_source: str | Address | None = None,
+    bind_device: str | None = None,
+    rcvbuf: int | None = None,
+    sndbuf: int | None = None,
+    ttl: int | None = None,
+    hop_limit: int | None = None,
+    ipv6_only: bool | None = None,
+    proxy: str | ProxyURL | None = None,
 ) -> Server | StdioRelay | DatagramRelay:
     """The relay from FROM to TO; call ``serve_forever()`` on it (and ``close()``).
 
     ``model=None`` picks ``DEFAULT_MODEL`` (the thread model when TO is
     standard I/O). ``observe(data, marker)`` sees every chunk, ``">"`` from
     the client to TO and ``"<"`` back (``--hexdump``).
+
+    Socket options: ``keepalive`` (on by default, ``DEFAULT_KEEPALIVE``),
+    ``rcvbuf``, ``sndbuf``, ``ttl`` and ``hop_limit`` apply to both sides
+    (FROM's listening socket, which accepted clients inherit them from, and
+    every TO socket); ``to_source`` (``--source``: the local address TO is
+    connected from), ``bind_device`` and ``proxy`` (a SOCKS or
+    HTTP proxy URL, ``"env"`` for ``ALL_PROXY``) to TO; ``ipv6_only`` to FROM.
+    Datagram relays take none of them but keepalive (which they ignore).
 
     Raises:
         AddressError, UsageError: endpoints that do not parse or do not fit together.
@@ -82,6 +105,14 @@ def relay(
             "deny": list(deny),
             "model": model,
             "workers": workers != 1,
+            "to_source": to_source,
+            "bind_device": bind_device,
+            "rcvbuf": rcvbuf,
+            "sndbuf": sndbuf,
+            "ttl": ttl,
+            "hop_limit": hop_limit,
+            "ipv6_only": ipv6_only,
+            "proxy": proxy,
         }
         given = [name for name, value in stream_only.items() if value]
         if given:
@@ -96,6 +127,12 @@ def relay(
         )
     if isinstance(src, Program):
         raise UsageError("exec: can only be the TO side of a relay")
+    both = SocketOptions.of(
+        keepalive=keepalive, rcvbuf=rcvbuf, sndbuf=sndbuf, ttl=ttl, hop_limit=hop_limit
+    )
+    to_options = SocketOptions.of(
+        source=to_source, bind_device=bind_device, **both.kwargs(*_BOTH_SIDES)
+    )
     handler = RelayHandler(
         dst,
         connect_timeout=connect_timeout,
@@ -104,6 +141,8 @@ def relay(
         accept_proxy_protocol=accept_proxy_protocol,
         observe=observe,
         tls_client=tls_client,
+        to_options=to_options,
+        proxy=proxy,
     )
     if isinstance(src, Stdio):
         from .core import StdioRelay
@@ -126,4 +165,6 @@ def relay(
         deny=deny,
         tls=tls_server,
         backlog=RELAY_BACKLOG,
+        ipv6_only=ipv6_only,
+        **both.kwargs(*_BOTH_SIDES),
     )

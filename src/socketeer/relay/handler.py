@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import proxyproto
 from .._deadline import Deadline
+from .._reach import parse_proxy
 from .._sockio import Target, resolve, translate_errors
+from .._sockopts import CONNECT_OPTIONS, SocketOptions, prepare_connect
 from .._tlsopt import client_setup_for
 from ..address import Address
 from ..connection import Connection, connect
@@ -42,6 +44,7 @@ from .setup import PROXY_HEADER_TIMEOUT, report_set_up_failure
 from .stream import HAS_SPLICE, Pair, Side
 
 if TYPE_CHECKING:
+    from ..proxy.url import ProxyURL
     from ..server.idle import IdleWatch
 
 __all__ = ["RelayHandler"]
@@ -68,6 +71,8 @@ class RelayHandler(Handler):
         accept_proxy_protocol: bool = False,
         observe: Callable[[bytes, str], None] | None = None,
         tls_client: object = None,
+        to_options: SocketOptions | None = None,
+        proxy: str | ProxyURL | None = None,
     ) -> None:
         if isinstance(target, Address) and target.is_datagram:
             raise UsageError(
@@ -90,6 +95,15 @@ class RelayHandler(Handler):
         self.tls_setup = (
             client_setup_for(target, tls_client) if isinstance(target, Address) else None
         )
+        #: Set on every TO socket before it connects (keepalive, source, ...).
+        self.to_options = to_options if to_options is not None else SocketOptions()
+        #: The same as a ``prepare`` callback (None: nothing to set).
+        self.prepare_to = prepare_connect(self.to_options)
+        self.proxy: ProxyURL | None = None
+        if proxy is not None:
+            if not isinstance(target, Address):
+                raise UsageError(f"a proxy reaches host:port targets, not {target}")
+            self.proxy = parse_proxy(proxy, target)  # "env" is read once, at start
         #: TO's socket addresses, resolved once, when the async model can set a
         #: client up on callbacks alone (see loop_client); None: in a task.
         self.callback_targets = self._callback_targets()
@@ -102,6 +116,8 @@ class RelayHandler(Handler):
         target = self.target
         if not isinstance(target, Address) or self.tls_setup is not None:
             return None
+        if self.proxy is not None:
+            return None  # the tunnel's handshake waits for the proxy's replies
         if self.accept_proxy_protocol:
             return None  # waits for the client's bytes
         if not (target.is_unix or target.is_ip_literal):
@@ -224,7 +240,13 @@ class RelayHandler(Handler):
 
     def _connect(self, target: Address) -> Connection:
         tls = self.tls_setup[1] if self.tls_setup is not None else None
-        return connect(target, timeout=self.connect_timeout, tls=tls)
+        return connect(
+            target,
+            timeout=self.connect_timeout,
+            tls=tls,
+            proxy=self.proxy,
+            **self.to_options.kwargs(*CONNECT_OPTIONS),
+        )
 
     # -- the async model ------------------------------------------------------------------
 

@@ -117,6 +117,14 @@ class LoopClient:
             upstream.setblocking(False)
         if row.family != socket.AF_UNIX:
             set_nodelay(upstream)
+        if self.handler.prepare_to is not None:
+            try:  # keepalive, source, buffers: before the connect, as connect() does
+                with translate_errors("connect", self.handler.target_name):
+                    self.handler.prepare_to(upstream)
+            except SocketeerError as exc:
+                upstream.close()
+                self._fail(None, exc)
+                return
         code = upstream.connect_ex(row.sockaddr)
         if code == 0:
             self._connected(upstream)
@@ -231,9 +239,10 @@ class LoopClient:
                 upstream, program = await _start_program(target)
             else:
                 assert isinstance(target, Address)
-                from ..aio.connection import connected_socket_async
+                from ..aio._reach import dial_async
 
-                upstream = await connected_socket_async(target, Deadline(handler.connect_timeout))
+                deadline = Deadline(handler.connect_timeout)
+                upstream = await dial_async(target, deadline, handler.to_options, handler.proxy)
                 if handler.tls_setup is not None:
                     from ..tls import ClientHandshake
 

@@ -23,10 +23,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import handlers
 from .._sockio import bound_socket, local_address, translate_errors
+from .._sockopts import DATAGRAM_OPTIONS, LISTEN_OPTIONS, SocketOptions
+from .._sockopts import apply as apply_options
 from .._tlsopt import server_context_for
 from ..address import Address
 from ..datagram import DatagramEndpoint, open_datagram
@@ -35,6 +37,9 @@ from ..handlers.base import MODELS, Handler
 from ..listener import Listener, listen
 from .admission import Admission
 from .lifecycle import Stopper
+
+if TYPE_CHECKING:
+    from .._sockopts import Keepalive, Membership
 
 __all__ = ["Server"]
 
@@ -72,8 +77,17 @@ class Server:
     ``server.address`` has the real port. ``once`` serves one client, then
     returns when it is done.
 
+    Socket options are those of ``listen`` and, on a datagram address,
+    ``open_datagram``, set on the listening socket. ``keepalive`` is on by
+    default (``DEFAULT_KEEPALIVE``: 60 s idle, 10 s interval, 6 probes) so
+    idle clients behind a NAT or load balancer keep their mapping and dead
+    ones are noticed; accepted sockets inherit it from the listening socket
+    in every model, so it costs no system call per client. ``keepalive=False``
+    turns it off.
+
     Raises:
-        UsageError: the handler does not fit the model or socket kind.
+        UsageError: the handler does not fit the model or socket kind, or an
+            option does not fit the socket.
         AddressError, AddressInUse: as ``listen``.
     """
 
@@ -93,6 +107,17 @@ class Server:
         handler_args: Iterable[str] = (),
         tls: object | None = None,
         once: bool = False,
+        keepalive: bool | Keepalive | tuple[int, int, int] = True,
+        bind_device: str | None = None,
+        rcvbuf: int | None = None,
+        sndbuf: int | None = None,
+        ttl: int | None = None,
+        hop_limit: int | None = None,
+        ipv6_only: bool | None = None,
+        broadcast: bool = False,
+        join: Iterable[str | Membership] | str | Membership = (),
+        multicast_ttl: int | None = None,
+        multicast_loop: bool | None = None,
     ) -> None:
         if model not in MODELS:
             raise UsageError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
@@ -109,6 +134,22 @@ class Server:
         self.once = once
         self.handler = handlers.resolve(handler, list(handler_args))
         target = Address.parse(address)
+        #: The options set on every socket this server listens on (workers' too).
+        self.socket_options = SocketOptions.of(
+            keepalive=keepalive,
+            bind_device=bind_device,
+            rcvbuf=rcvbuf,
+            sndbuf=sndbuf,
+            ttl=ttl,
+            hop_limit=hop_limit,
+            ipv6_only=ipv6_only,
+            broadcast=broadcast,
+            join=join,
+            multicast_ttl=multicast_ttl,
+            multicast_loop=multicast_loop,
+        )
+        if target.is_stream:
+            self.socket_options.check_stream(target)
         self.tls_context: Any = server_context_for(target, tls)
         if self.tls_context is not None and self.handler.takes_socket:
             raise UsageError(
@@ -132,8 +173,10 @@ class Server:
         self.stopper = Stopper()
 
     def _bind(self, target: Address) -> None:
+        options = self.socket_options
         if target.scheme == "fd":
             sock = _adopt_inherited(target)
+            apply_options(sock, options.without("ipv6_only", "join"))  # bound already
             if sock.type == socket.SOCK_DGRAM:
                 self.endpoint = DatagramEndpoint.from_socket(sock)
                 self.address = self.endpoint.local or target
@@ -146,7 +189,7 @@ class Server:
             # A socket per worker in one SO_REUSEPORT group: the kernel hashes
             # senders over them. No socket holds the port without reading it
             # (it would take its share of the datagrams); the workers do.
-            first, _ = bound_socket(target, reuse_port=True)
+            first, _ = bound_socket(target, reuse_port=True, options=options)
             bound_at = local_address(first, target)
             assert bound_at is not None
             self.address = bound_at
@@ -159,7 +202,7 @@ class Server:
                 raise
             return
         if target.is_datagram:
-            self.endpoint = open_datagram(bind=target)
+            self.endpoint = open_datagram(bind=target, **options.kwargs(*DATAGRAM_OPTIONS))
             assert self.endpoint.local is not None
             self.address = self.endpoint.local
             return
@@ -167,7 +210,7 @@ class Server:
             # Each worker binds its own socket to the port (the kernel spreads
             # connections evenly); this bound, never-listening socket holds the
             # port for the group while workers come and go.
-            self.reserved, _ = bound_socket(target, reuse_port=True)
+            self.reserved, _ = bound_socket(target, reuse_port=True, options=options)
             reserved_at = local_address(self.reserved, target)
             assert reserved_at is not None
             self.address = reserved_at
@@ -178,12 +221,17 @@ class Server:
                 self.close()
                 raise
             return
-        self.listener = listen(target, backlog=self.backlog, tls=self.tls_context)
+        self.listener = listen(
+            target,
+            backlog=self.backlog,
+            tls=self.tls_context,
+            **options.kwargs(*LISTEN_OPTIONS),
+        )
         self.address = self.listener.address
 
     def worker_socket(self) -> socket.socket:
         """One worker's socket of the SO_REUSEPORT group on ``address`` (listening, for streams)."""
-        sock, _ = bound_socket(self.address, reuse_port=True)
+        sock, _ = bound_socket(self.address, reuse_port=True, options=self.socket_options)
         if self.address.is_datagram:
             return sock
         try:
