@@ -625,3 +625,26 @@ def test_stream_only_options_on_a_datagram_relay_exit_2() -> None:
         )
         assert result.returncode == 2
         assert result.stderr == f"socketeer: error: for stream relays only: {name}\n".encode()
+
+
+def test_accept_proxy_protocol_header_after_a_pause(
+    background: type[Background], model: str
+) -> None:
+    """A header that is not there at accept time (its own packet, later) is waited for."""
+    relay, address = start_relay(
+        background, "--model", model, "--accept-proxy-protocol", "tcp://127.0.0.1:0", "exec:cat"
+    )
+    header = encode_v2(
+        socketeer.Address.parse("tcp://203.0.113.7:4242"),
+        socketeer.Address.parse("tcp://127.0.0.1:80"),
+    )
+    with socketeer.connect(address, timeout=10) as conn:
+        time.sleep(0.3)
+        conn.send(header[:5])
+        time.sleep(0.1)
+        conn.send(header[5:] + b"late")
+        conn.shutdown_write()
+        assert conn.recv_exactly(4) == b"late"
+    err, code = relay_stop(relay)
+    assert code == 0 and "Traceback" not in err
+    assert "timed out" not in err, err

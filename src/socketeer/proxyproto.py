@@ -45,6 +45,18 @@ class ProxyProtocolError(SocketeerError, ValueError):
     """Bytes that are not a valid PROXY protocol header."""
 
 
+class NothingSent(ProxyProtocolError):
+    """The client closed before sending a byte: a load balancer's health check
+    (a plain connect) looks like this, so it is worth a debug line, not a warning."""
+
+
+def closed_before_header(buffer: bytes) -> ProxyProtocolError:
+    """The error for a client that closed after sending ``buffer``, no header complete."""
+    if not buffer:
+        return NothingSent("connection closed before sending anything")
+    return ProxyProtocolError("connection closed before a PROXY header")
+
+
 @dataclass(frozen=True)
 class ProxyHeader:
     """What a PROXY header says: who connected (``source``) to whom (``destination``).

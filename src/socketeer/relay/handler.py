@@ -323,7 +323,7 @@ def _read_proxy_header(conn: Connection) -> tuple[proxyproto.ProxyHeader, bytes]
         conn.timeout = deadline.remaining()
         data = conn.recv()
         if not data:
-            raise proxyproto.ProxyProtocolError("connection closed before a PROXY header")
+            raise proxyproto.closed_before_header(buffer)
         buffer += data
 
 

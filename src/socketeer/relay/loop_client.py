@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import proxyproto
 from .._deadline import Deadline
-from .._flow import would_block
+from .._flow import receive_ready
 from .._sockio import Target, address_of, error_for, local_address, set_nodelay, translate_errors
 from ..address import Address
 from ..aio._ready import fd_ready, handshake, send_all
@@ -316,22 +316,25 @@ def _settle(done: asyncio.Future[None]) -> None:
 
 
 async def _read_proxy_header(sock: Any) -> tuple[proxyproto.ProxyHeader, bytes]:
-    """As ``handler._read_proxy_header``, on a non-blocking socket."""
+    """As ``handler._read_proxy_header``, on a non-blocking socket.
+
+    A header that arrives after the accept (in its own packet, or after a
+    health check's plain connect that never sends one) is waited for on the
+    loop until ``PROXY_HEADER_TIMEOUT``.
+    """
     deadline = time.monotonic() + PROXY_HEADER_TIMEOUT
     buffer = b""
-    blocked = would_block()
     while (found := proxyproto.parse_proxy_header(buffer)) is None:
-        try:
-            with translate_errors("recv", "client"):
-                data = sock.recv(65536)
-        except blocked:
+        with translate_errors("recv", "client"):
+            data = receive_ready(sock, 65536)
+        if data is None:
             try:
                 await fd_ready(sock.fileno(), deadline=deadline)
             except Timeout:
                 raise Timeout(f"no PROXY header within {PROXY_HEADER_TIMEOUT:g}s") from None
             continue
         if not data:
-            raise proxyproto.ProxyProtocolError("connection closed before a PROXY header")
+            raise proxyproto.closed_before_header(buffer)
         buffer += data
     header, used = found
     return header, buffer[used:]
