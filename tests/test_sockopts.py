@@ -382,6 +382,42 @@ def test_keepalive_on_both_relay_sockets_by_default(model: str) -> None:
                 assert sockets_of_this_process(from_local, from_peer) == [DEFAULT_READBACK]
 
 
+def keepalive_timer(local: Any, peer: Any) -> str:
+    """``ss``'s timer column for the TCP socket from ``local`` to ``peer`` (any process)."""
+    ss = require_peer("ss")
+    between = ["src", f"{local.host}:{local.port}", "dst", f"{peer.host}:{peer.port}"]
+    out = subprocess.run(
+        [ss, "-Htno", "state", "established", *between],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    ).stdout
+    return out.strip()
+
+
+@linux_only
+def test_keepalive_on_both_sockets_of_a_forked_relay_child() -> None:
+    """The fork model's sockets live in the child: read from outside, with ``ss -o``."""
+    seen: list[Any] = []
+
+    def upstream_echo(conn: socketeer.Connection) -> None:
+        seen.append(conn.peer)
+        conn.send(conn.recv())
+        conn.recv()
+
+    with socketeer.listen("tcp://127.0.0.1:0") as upstream:
+        serve_once(upstream, upstream_echo)
+        with running(relay("tcp://127.0.0.1:0", str(upstream.address), model="fork")) as front:
+            with socketeer.connect(front.address, timeout=10) as client:
+                client.send(b"ping")
+                assert client.recv_exactly(4) == b"ping"
+                assert "timer:(keepalive," in keepalive_timer(seen[0], upstream.address)
+                assert client.local is not None
+                assert "timer:(keepalive," in keepalive_timer(front.address, client.local)
+                assert "keepalive" not in keepalive_timer(client.local, front.address)
+
+
 # -- the source address ------------------------------------------------------------------
 
 
@@ -700,3 +736,95 @@ def test_multicast_sender_and_receiver_between_namespaces(netns_pair: Any) -> No
     )
     assert received.strip() == b"hello"
     assert sent.split() == [b"got", b"hello", b"10.77.0.2"]
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
+    """A CA, a server certificate for 127.0.0.1, and one for another host (all PEM paths)."""
+    trustme = pytest.importorskip("trustme")
+    folder = tmp_path_factory.mktemp("tls")
+    ca = trustme.CA()
+    paths = []
+    for name, blob in (
+        ("ca.pem", ca.cert_pem),
+        ("server.pem", ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem),
+        ("wrong.pem", ca.issue_cert("elsewhere.test").private_key_and_cert_chain_pem),
+    ):
+        blob.write_to_path(str(folder / name))
+        paths.append(str(folder / name))
+    return paths[0], paths[1], paths[2]
+
+
+def tls_echo(cert: str) -> tuple[socketeer.Listener, threading.Thread]:
+    from socketeer.tls import TLSConfig
+
+    listener = socketeer.listen("tls://127.0.0.1:0", tls=TLSConfig(cert=cert, key=cert))
+
+    def serve() -> None:
+        with contextlib.suppress(socketeer.SocketeerError), listener.accept(timeout=10) as conn:
+            conn.timeout = 10
+            conn.send(conn.recv())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return listener, thread
+
+
+def test_tls_through_a_proxy_verifies_the_target(
+    socks_proxy: str, tls_files: tuple[str, str, str]
+) -> None:
+    from socketeer.tls import TLSConfig
+
+    ca, server, wrong = tls_files
+    listener, thread = tls_echo(server)
+    with listener:
+        with socketeer.connect(
+            listener.address, timeout=10, tls=TLSConfig(ca=ca), proxy=socks_proxy
+        ) as conn:
+            conn.send(b"secret")
+            assert conn.recv_exactly(6) == b"secret"
+        thread.join(10)
+    listener, thread = tls_echo(wrong)  # the target's name, not the proxy's, is checked
+    with listener, pytest.raises(socketeer.TLSError):
+        socketeer.connect(listener.address, timeout=10, tls=TLSConfig(ca=ca), proxy=socks_proxy)
+
+
+@pytest.mark.parametrize("model", ["thread", "async"])
+def test_relay_to_tls_through_a_proxy(
+    socks_proxy: str, tls_files: tuple[str, str, str], model: str
+) -> None:
+    from socketeer.tls import TLSConfig
+
+    ca, server, _ = tls_files
+    listener, thread = tls_echo(server)
+    with listener:
+        front_relay = relay(
+            "tcp://127.0.0.1:0",
+            str(listener.address),
+            model=model,
+            proxy=socks_proxy,
+            tls_client=TLSConfig(ca=ca),
+        )
+        with running(front_relay) as front, socketeer.connect(front.address, timeout=10) as c:
+            c.send(b"tls-relay")
+            assert c.recv_exactly(9) == b"tls-relay"
+        thread.join(10)
+
+
+def test_aio_tls_through_a_proxy(socks_proxy: str, tls_files: tuple[str, str, str]) -> None:
+    from socketeer.tls import TLSConfig
+
+    ca, server, _ = tls_files
+    listener, thread = tls_echo(server)
+
+    async def main() -> bytes:
+        conn = await socketeer.aio.connect(
+            listener.address, timeout=10, tls=TLSConfig(ca=ca), proxy=socks_proxy
+        )
+        async with conn:
+            await conn.send(b"aio-tls")
+            return await conn.recv_exactly(7)
+
+    with listener:
+        assert asyncio.run(main()) == b"aio-tls"
+        thread.join(10)

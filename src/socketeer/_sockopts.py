@@ -29,6 +29,7 @@ option (never a bare ``OSError``, STYLE R6).
 
 from __future__ import annotations
 
+import _socket
 import errno
 import functools
 import ipaddress
@@ -62,6 +63,8 @@ __all__ = [
 ]
 
 _LINUX = sys.platform.startswith("linux")
+_raw_family: Final = _socket.socket.family.__get__
+_raw_type: Final = _socket.socket.type.__get__
 
 # Linux caps TCP_KEEPIDLE and TCP_KEEPINTVL at 32767 s and TCP_KEEPCNT at 127.
 _MAX_KEEP_SECONDS: Final = 32767
@@ -254,6 +257,21 @@ class SocketOptions:
         Raises:
             UsageError, AddressError: a value out of range or that does not parse.
         """
+        if (
+            source is None
+            and (keepalive is None or keepalive is False)
+            and bind_device is None
+            and rcvbuf is None
+            and sndbuf is None
+            and ttl is None
+            and hop_limit is None
+            and ipv6_only is None
+            and not broadcast
+            and not join
+            and multicast_ttl is None
+            and multicast_loop is None
+        ):
+            return _NONE  # the common case, once per connect: nothing to build or check
         if isinstance(join, (str, Membership)):
             join = (join,)
         return cls(
@@ -422,8 +440,18 @@ def prepare_connect(options: SocketOptions) -> Callable[[socket.socket], None] |
 
         binder = source_binder(source)
 
+    plans: dict[tuple[int, int], tuple[tuple[int, int, int | bytes, str], ...]] = {}
+
     def prepare(sock: socket.socket) -> None:
-        apply(sock, options)
+        # Called for every connection a relay opens: the settings are worked
+        # out once per kind of socket, read with the raw family and type
+        # (``sock.family`` builds an enum member each time).
+        key = (_raw_family(sock), _raw_type(sock) & 0xF)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = _settings(options, *key)
+        for level, name, value, what in plan:
+            _set(sock, level, name, value, what)
         if binder is not None:
             binder(sock)
 
@@ -541,7 +569,8 @@ def _option_error(exc: OSError, what: str) -> SocketeerError:
     code = exc.errno
     error: SocketeerError
     if code in (errno.EPERM, errno.EACCES):
-        error = NetworkError(f"permission denied: {what} (needs CAP_NET_RAW)")
+        hint = " (needs CAP_NET_RAW)" if what.startswith("bind_device") else ""
+        error = NetworkError(f"permission denied: {what}{hint}")
     elif code == errno.ENODEV:
         error = NetworkError(f"no such interface: {what}")
     elif code == errno.EINVAL:
