@@ -35,6 +35,14 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+# Hours of load, not part of `make test`: 1,000,000 short connections and 10
+# minutes of mixed load through serve (async, thread) and relay, with the
+# servers' memory, descriptors, threads and children sampled every minute.
+# SOAK_ARGS='--connections 20000 --minutes 1' for a short run.
+.PHONY: soak
+soak: $(STAMP)
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
+
 # The manual pages, generated from the parser into man/ (committed, installed
 # with the package; a test fails when they and the parser disagree).
 .PHONY: man dist
