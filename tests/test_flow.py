@@ -282,7 +282,7 @@ def test_finish_calls_a_given_end_instead(pair: tuple[socket.socket, socket.sock
     assert receive_ready(b, 1024) is None  # the given end did not shut the socket down
 
 
-def test_tls_outlet_drains_and_finishes_without_half_close(
+def test_tls_outlet_drains_then_sends_close_notify(
     tls_pair: tuple[ssl.SSLSocket, ssl.SSLSocket],
 ) -> None:
     server, client = tls_pair
@@ -308,10 +308,12 @@ def test_tls_outlet_drains_and_finishes_without_half_close(
     writer.join(20)
     assert done.is_set() and outlet.done
     assert received == payload
-    # No SHUT_WR under TLS (it has no half-close): the peer sees no EOF.
-    assert receive_ready(server, 1024) is None
-    client.send(b"the connection is whole")
-    assert drain(server, 23) == b"the connection is whole"
+    # TLS's half-close is close_notify after the data: the peer reads EOF,
+    # and the other way stays open (client still reads).
+    wait_readable(server)
+    assert receive_ready(server, 1024) == b""
+    server.send(b"the other way is open")
+    assert drain(client, 21) == b"the other way is open"
 
 
 def test_outlet_over_a_non_blocking_pipe() -> None:

@@ -11,9 +11,11 @@ programs). Both need the same four rules, kept here once:
   other side while the outbox is at its high-water mark, so a slow reader slows
   the writer instead of filling memory (``Outlet``);
 - the end of the input becomes ``shutdown(SHUT_WR)`` only once the outbox has
-  drained, so the half-close never overtakes data (``Outlet.finish``); TLS has
-  no half-close (see ``Connection.shutdown_write``), so there it only waits
-  for the drain;
+  drained, so the half-close never overtakes data (``Outlet.finish``); over
+  TLS it becomes close_notify (``tls.close_notify``), written raw through the
+  same outbox, and the socket keeps being read: after our close_notify the
+  peer's close_notify is an ``SSLZeroReturnError``, which is its EOF
+  (``tls_closed``);
 - "would block" (``BlockingIOError``, TLS's want-read/want-write) is the
   normal answer of a non-blocking socket, not an error; every other
   ``OSError`` is the caller's to translate, since only it knows what to call
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
 HIGH_WATER: Final = 1 << 20
 
-__all__ = ["HIGH_WATER", "Outlet", "is_tls", "receive_ready", "would_block"]
+__all__ = ["HIGH_WATER", "Outlet", "is_tls", "receive_ready", "tls_closed", "would_block"]
 
 
 def would_block() -> tuple[type[BaseException], ...]:
@@ -51,6 +53,16 @@ def would_block() -> tuple[type[BaseException], ...]:
     if ssl is None:
         return (BlockingIOError,)
     return (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+def tls_closed() -> tuple[type[BaseException], ...]:
+    """What a TLS read raises for the peer's close_notify after we sent ours: an EOF.
+
+    (Before ours, ``ssl`` returns ``b""`` for it.) For ``except`` clauses, as
+    ``would_block``; an empty tuple, which matches nothing, without ssl.
+    """
+    ssl = sys.modules.get("ssl")
+    return () if ssl is None else (ssl.SSLZeroReturnError,)
 
 
 def is_tls(sock: socket.socket) -> bool:
@@ -72,6 +84,8 @@ def receive_ready(sock: socket.socket, size: int) -> bytes | None:
         data = sock.recv(size)
     except would_block():
         return None
+    except tls_closed():
+        return b""
     if not data or not is_tls(sock):
         return data
     chunks = [data]
@@ -79,7 +93,7 @@ def receive_ready(sock: socket.socket, size: int) -> bytes | None:
     while pending():
         try:
             more = sock.recv(size)
-        except would_block():
+        except (*would_block(), *tls_closed()):
             break
         if not more:
             break
@@ -87,7 +101,7 @@ def receive_ready(sock: socket.socket, size: int) -> bytes | None:
     return b"".join(chunks) if len(chunks) > 1 else data
 
 
-_OPEN, _FINISHING, _DONE = 0, 1, 2
+_OPEN, _FINISHING, _NOTIFYING, _DONE = 0, 1, 2, 3  # _NOTIFYING: TLS close_notify going out
 
 
 class Outlet:
@@ -99,7 +113,8 @@ class Outlet:
     us, so its mode is not ours to change) takes each flush whole.
 
     ``end`` is what ``finish`` does once the outbox is empty; by default
-    ``shutdown(SHUT_WR)`` for a plain socket, nothing for TLS or a descriptor.
+    ``shutdown(SHUT_WR)`` for a plain socket, close_notify for TLS (queued raw
+    and flushed like data: ``done`` once it is out), nothing for a descriptor.
     """
 
     __slots__ = ("_buffer", "_end", "_high_water", "_state", "_target")
@@ -115,8 +130,8 @@ class Outlet:
         self._high_water = high_water
         self._buffer = bytearray()
         self._state = _OPEN
-        if end is None and isinstance(target, socket.socket) and not is_tls(target):
-            end = self._shutdown_write
+        if end is None and isinstance(target, socket.socket):
+            end = self._close_notify if is_tls(target) else self._shutdown_write
         self._end = end
 
     @property
@@ -160,10 +175,17 @@ class Outlet:
                 sent = os.write(self._target, self._buffer)
         except would_block():
             return 0
+        except OSError:
+            if self._state == _NOTIFYING:
+                # Only close_notify was left: a peer gone already is told by its reader.
+                self._buffer.clear()
+                self._state = _DONE
+                return 0
+            raise
         # A prefix delete is cheap (CPython moves the start), and TLS accepts
         # the retry of a write it refused from the moved buffer.
         del self._buffer[:sent]
-        if not self._buffer and self._state == _FINISHING:
+        if not self._buffer and self._state != _OPEN:
             self._end_now()
         return sent
 
@@ -186,6 +208,26 @@ class Outlet:
         end, self._end = self._end, None
         if end is not None:
             end()
+
+    def _close_notify(self) -> None:
+        """TLS's half-close: close_notify, written below TLS as the last bytes out.
+
+        The reader of this socket takes what it decrypted at every read
+        (``receive_ready``), so nothing decrypted is left unread here.
+        """
+        from .tls import close_notify
+
+        sock = self._target
+        assert isinstance(sock, socket.socket)
+        try:
+            record = close_notify(sock)  # type: ignore[arg-type]
+        except OSError:
+            return  # no socket pair to be had (EMFILE): no half-close, as a gone peer
+        if record:
+            self._target = sock.fileno()  # the record is TLS already: os.write from here
+            self._buffer += record
+            self._state = _NOTIFYING
+            self.flush()
 
     def _shutdown_write(self) -> None:
         assert isinstance(self._target, socket.socket)

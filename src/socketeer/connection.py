@@ -14,6 +14,7 @@ from contextlib import AbstractContextManager
 from . import framing
 from ._buffer import ReceiveBuffer
 from ._deadline import Deadline
+from ._flow import tls_closed
 from ._reach import dial, parse_proxy
 from ._resource import SocketResource
 from ._sockio import (
@@ -214,7 +215,10 @@ class Connection(SocketResource):
     def _fill(self, deadline: Deadline) -> bool:
         """One receive into the buffer; False at EOF."""
         self._arm(deadline)
-        data = self._sock.recv(_READ_SIZE)
+        try:
+            data = self._sock.recv(_READ_SIZE)
+        except tls_closed():
+            return False  # the peer's close_notify, after our half-close
         self.bytes_received += len(data)
         self._buffer.feed(data)
         return bool(data)
@@ -271,16 +275,28 @@ class Connection(SocketResource):
     def shutdown_write(self) -> None:
         """Half-close: the peer reads EOF, and this side can still receive.
 
+        Over TCP and Unix sockets that is ``SHUT_WR``; over TLS it is
+        close_notify (``tls.shutdown_write``): the socket stays open and
+        ``recv`` goes on returning what the peer sends until its own
+        close_notify or FIN, then ``b""``.
+
         Raises:
-            UsageError: on TLS. Python's ``ssl`` sends close_notify only
-                together with a wait for the peer's, and that wait discards
-                whatever the peer still sends: no half-close there.
+            ConnectionReset: the peer is gone. Timeout: (TLS) close_notify
+                not sent within ``timeout``.
         """
         self._check_open()
-        if self.is_tls:
-            raise UsageError("TLS connections have no half-close: close the connection instead")
-        with translate_errors("shutdown", self._name):
-            self._sock.shutdown(socket.SHUT_WR)
+        if not self.is_tls:
+            with translate_errors("shutdown", self._name):
+                self._sock.shutdown(socket.SHUT_WR)
+            return
+        from .tls import shutdown_write
+
+        deadline = Deadline(self.timeout)
+        with self._errors("shutdown", deadline):
+            self._arm(deadline)
+            early = shutdown_write(self._sock)  # type: ignore[arg-type]
+        self._buffer.feed(early)  # decrypted before the close_notify: read before the rest
+        self.bytes_received += len(early)
 
     # -- receiving ----------------------------------------------------------------
 
@@ -294,6 +310,8 @@ class Connection(SocketResource):
                 self._arm(Deadline(self.timeout))
             data = self._sock.recv(max_bytes)
         except OSError as exc:
+            if isinstance(exc, tls_closed()):
+                return b""  # the peer's close_notify, after our half-close
             raise self._failure(exc, "recv", self.timeout) from exc
         self.bytes_received += len(data)
         return data

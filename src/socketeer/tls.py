@@ -229,6 +229,122 @@ def wrap_server(
     return wrapped
 
 
+# -- half-close -------------------------------------------------------------------------
+
+
+def close_notify(sock: ssl.SSLSocket) -> bytes:
+    """Have ``sock``'s session write its close_notify, and return that record unsent.
+
+    TLS half-closes with close_notify: the peer reads EOF, and we go on
+    reading what it still sends until its own close_notify (or its FIN). The
+    record comes back as bytes because the caller knows how it writes
+    (blocking, or an outbox on a loop): sent raw on the socket, after every
+    byte written before it (``send_raw``).
+
+    Python's ``ssl`` has no call that only sends: ``unwrap()`` runs
+    SSL_shutdown, and when that has sent close_notify it runs it a second
+    time at once, to read the peer's. That read takes whatever is in the
+    socket, and OpenSSL fails on application data there (the session is then
+    lost, with the data), which is what a peer still sending has in flight.
+    So for that one call the descriptor is swapped (``dup2``) for one end of a
+    fresh socket pair: the record is written into it, the read finds nothing
+    ("want read"), and the real socket is put back untouched, its readiness
+    registrations and all. The session stays open for reading: OpenSSL reads
+    application data after our close_notify until the peer's arrives; once
+    it does, ``recv`` raises ``SSLZeroReturnError``, which readers take as EOF
+    (``_flow.tls_closed``).
+
+    Decrypted bytes not yet read (``sock.pending()``) would be read by that
+    second SSL_shutdown too, and fail the same way: the caller reads them out
+    first. Once per connection end, never per read.
+
+    Raises:
+        ValueError: ``sock.pending()`` is not zero.
+        OSError: no socket pair could be made (EMFILE).
+    """
+    import os
+    import socket as _socket
+
+    if sock.pending():
+        raise ValueError("read the decrypted bytes (pending()) before close_notify")
+    fd = sock.fileno()
+    inheritable = os.get_inheritable(fd)
+    timeout = sock.gettimeout()
+    ours, theirs = _socket.socketpair()
+    saved = -1
+    try:
+        ours.setblocking(False)
+        theirs.setblocking(False)
+        saved = os.dup(fd)
+        os.dup2(ours.fileno(), fd, inheritable=False)
+        try:
+            sock.settimeout(0)  # the want-read ends the call instead of a wait
+            sock.unwrap()  # sends, then reads: "want read" from the empty pair
+        except ssl.SSLWantReadError:
+            pass  # the expected end: close_notify written, the peer's not read
+        except (ssl.SSLError, ValueError):
+            # A session that failed already, or one unwrap let go of (a second
+            # half-close after the peer's close_notify): nothing to send.
+            pass
+        finally:
+            os.dup2(saved, fd, inheritable=inheritable)
+            sock.settimeout(timeout)
+        chunks = []
+        while True:
+            try:
+                chunk = theirs.recv(4096)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        if saved >= 0:
+            os.close(saved)
+        ours.close()
+        theirs.close()
+
+
+def send_raw(sock: ssl.SSLSocket, record: bytes | memoryview) -> int:
+    """Write ``record`` on ``sock``'s descriptor, below TLS; the count written.
+
+    A blocking socket (or one with a timeout) takes it all, as ``sendall``
+    does, within its timeout.
+
+    Raises:
+        OSError: the write failed; BlockingIOError on a non-blocking socket that is full.
+    """
+    import socket as _socket
+
+    if sock.gettimeout() == 0:
+        return _socket.socket.send(sock, record)
+    _socket.socket.sendall(sock, record)
+    return len(record)
+
+
+def read_decrypted(sock: ssl.SSLSocket) -> bytes:
+    """The bytes ``sock`` has decrypted and not handed out yet (what ``pending()`` counts)."""
+    chunks = []
+    while sock.pending():
+        chunks.append(sock.recv(sock.pending()))
+    return b"".join(chunks)
+
+
+def shutdown_write(sock: ssl.SSLSocket) -> bytes:
+    """A blocking TLS half-close: close_notify sent, within the socket's timeout.
+
+    Returns the decrypted bytes it had to read out first (the caller's reader
+    gets them, in order, before anything it reads afterwards).
+
+    Raises:
+        OSError: sending failed (TimeoutError when the socket's timeout passed).
+    """
+    early = read_decrypted(sock)
+    send_raw(sock, close_notify(sock))
+    return early
+
+
 class SteppedHandshake:
     """A handshake on a non-blocking socket, advanced whenever the socket is ready.
 

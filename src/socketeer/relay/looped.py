@@ -3,9 +3,9 @@
 No thread and no task per pair: each socket has a reader callback for the
 direction that reads it and, only while that direction is held up, a writer
 callback for the direction that writes it. A direction copies until its
-source is at EOF, then half-closes its destination (``SHUT_WR``); the pair
-ends when both directions are done, or on an error, an idle timeout or a
-forced shutdown (``abort``).
+source is at EOF, then half-closes its destination (``SHUT_WR``; close_notify
+on a TLS side, which goes on being read); the pair ends when both directions
+are done, or on an error, an idle timeout or a forced shutdown (``abort``).
 
 Zero-copy on Linux: bytes go socket → pipe → socket with non-blocking
 ``splice`` (``SPLICE_F_NONBLOCK`` on the pipe, ``O_NONBLOCK`` on the
@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._flow import would_block
+from .._flow import tls_closed, would_block
 from .._sockio import error_for
 from ..errors import SocketeerError
 
@@ -134,6 +134,7 @@ class _Direction:
         "dst_fd",
         "eof",
         "held",
+        "notify",
         "pair",
         "pending",
         "pipe",
@@ -154,6 +155,7 @@ class _Direction:
         self.pipe: tuple[int, int] | None = None
         self.queued = 0  # bytes in the pipe
         self.pending: bytes = b""  # buffered mode: bytes dst did not take yet
+        self.notify: bytes = b""  # a TLS dst's close_notify, not all written yet
         self.eof = False
         self.held = False  # waiting for dst to take bytes: dst's writer callback is on
         self.reading = False  # src's reader callback is on
@@ -176,6 +178,9 @@ class _Direction:
             self.pair.fail(exc, self)
 
     def on_writable(self) -> None:
+        if self.notify:
+            self._send_notify()
+            return
         try:
             flushed = self._splice_out() if self.splice else self._flush()
         except OSError as exc:
@@ -240,6 +245,8 @@ class _Direction:
     # -- buffered -----------------------------------------------------------------
 
     def _copy_in(self) -> None:
+        if self.held:
+            return  # bytes wait for dst (the other direction's half-close may add some)
         buffer = self.pair.buffer
         blocked = would_block()
         for _ in range(ROUNDS):
@@ -247,6 +254,8 @@ class _Direction:
                 received = self.src.recv_into(buffer)
             except blocked:
                 return
+            except tls_closed():  # the peer's close_notify after ours: its EOF
+                received = 0
             if received == 0:
                 self.eof = True
                 self._finish()
@@ -306,11 +315,54 @@ class _Direction:
         if self.queued or self.pending:
             return  # the writer callback finishes once they are out
         self._release_pipe()
-        self.done = True
         self._unread()
-        if not hasattr(self.dst, "pending"):  # no half-close over TLS (as Connection)
-            with contextlib.suppress(OSError):
-                self.dst.shutdown(socket.SHUT_WR)
+        if hasattr(self.dst, "pending"):  # TLS
+            self._close_notify()
+            return
+        self.done = True
+        with contextlib.suppress(OSError):
+            self.dst.shutdown(socket.SHUT_WR)
+        self.pair.direction_done()
+
+    def _close_notify(self) -> None:
+        """TLS's half-close of dst: close_notify, written raw; dst goes on being read.
+
+        What dst decrypted and the other direction has not read yet would be
+        lost to the close (``tls.close_notify``): it is taken out first and
+        handed to the other direction as bytes waiting for its dst.
+        """
+        from ..tls import close_notify, read_decrypted
+
+        other = self.pair.down if self.up else self.pair.up
+        try:
+            early = read_decrypted(self.dst)  # type: ignore[arg-type]
+            if early:
+                if other.pair.observe is not None:
+                    other.pair.observe(early, ">" if other.up else "<")
+                other.pending += early
+                other._hold()
+            self.notify = close_notify(self.dst)  # type: ignore[arg-type]
+        except OSError:
+            self.notify = b""  # no socket pair (EMFILE): no half-close, as a gone peer
+        self._send_notify()
+
+    def _send_notify(self) -> None:
+        try:
+            sent = os.write(self.dst_fd, self.notify)
+        except would_block():
+            sent = 0
+        except OSError:  # a peer that is gone: its reader says how
+            sent = len(self.notify)
+        self.notify = self.notify[sent:]
+        if self.notify:
+            if not self.held:
+                self.held = True
+                self.pair.loop.add_writer(self.dst_fd, self.on_writable)
+            return
+        if self.held:
+            self.held = False
+            self.pair.loop.remove_writer(self.dst_fd)
+        self.done = True
         self.pair.direction_done()
 
     def stop(self) -> None:

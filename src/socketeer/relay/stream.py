@@ -68,7 +68,7 @@ class Side:
 
         def end_writing() -> None:
             if tls:
-                return  # no half-close over TLS (see Connection.shutdown_write)
+                return  # a TLS pair is polled: its Outlet sends close_notify (_outlet)
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_WR)
 
@@ -274,7 +274,8 @@ class Pair:
         """Both ways in one thread: an SSL object must not be read and written at once.
 
         One side's EOF ends only its direction (the other side is half-closed
-        once its outbox is out); the other direction goes on to its own end.
+        once its outbox is out: ``SHUT_WR``, or close_notify on TLS); the other
+        direction goes on to its own end.
         The loop sleeps until an event, ``abort()`` being one of them.
         """
         assert self._wake is not None
@@ -366,7 +367,9 @@ def _outlet(side: Side) -> Outlet:
     """How the polled loop writes ``side``, ending it as the side says."""
     if side.sock is not None:
         side.sock.setblocking(False)
-        return Outlet(side.sock, high_water=BUFFER_SIZE, end=side.end_writing)
+        # A TLS side ends as the Outlet ends TLS: close_notify, and read on.
+        end = None if side.tls else side.end_writing
+        return Outlet(side.sock, high_water=BUFFER_SIZE, end=end)
     if side.write_fd > 2:
         # A pipe this process made (a program's stdin): written as it drains,
         # so a program that stops reading until its output is read cannot
