@@ -415,7 +415,17 @@ def join_groups(sock: socket.socket, options: SocketOptions) -> None:
     for membership in options.join:
         what = f"join {membership}"
         if membership.version == 4:
-            _set(sock, socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, _ip_mreq(membership), what)
+            try:
+                mreq = _ip_mreq(membership)
+                _set(sock, socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq, what)
+            except NetworkError as exc:
+                if exc.errno != errno.ENODEV or membership.interface is not None:
+                    raise
+                error = NetworkError(
+                    f"no interface to {what} on (no multicast route): name one as GROUP@IFACE"
+                )
+                error.errno = exc.errno
+                raise error from exc
         else:
             if family != socket.AF_INET6:
                 raise UsageError(f"{what}: an IPv6 group needs an IPv6 socket (udp6://)")
