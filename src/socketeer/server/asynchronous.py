@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
 import signal
 import socket
 import threading
@@ -96,6 +98,8 @@ class AsyncRunner:
         self.idle_changed: asyncio.Event | None = None
         self.logging = _log.log.isEnabledFor(logging.INFO)
         self.loop: Any = None
+        # Connections that fill the descriptor table (create_server path only).
+        self.descriptor_room: int | None = None
 
     def run(self) -> None:
         _loop.run(self._main())
@@ -145,6 +149,7 @@ class AsyncRunner:
                 backlog=self.server.backlog,
                 ssl=self.server.tls_context,
             )
+            self.descriptor_room = _descriptor_room()
         try:
             await self.stop_event.wait()
         finally:
@@ -270,6 +275,8 @@ class AsyncRunner:
                 return None
         tracked = _Tracked(transport, peername, server.address)
         self.active[key] = tracked
+        if self.descriptor_room is not None and len(self.active) >= self.descriptor_room:
+            _at_descriptor_limit(len(self.active))
         return tracked
 
     def _closed(
@@ -364,6 +371,30 @@ class AsyncRunner:
         finally:
             conn.close()
             self._closed(key, conn.bytes_received, conn.bytes_sent, error)
+
+
+def _descriptor_room() -> int | None:
+    """How many connections fit in the descriptor table from now on (None: unknown).
+
+    uvloop's accept (libuv's) meets EMFILE by closing the waiting clients
+    itself, and tells no one: the count of connections, one descriptor each on
+    this path, is how the runner knows it is there, to say so in the log.
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        in_use = len(os.listdir("/proc/self/fd" if os.path.isdir("/proc/self/fd") else "/dev/fd"))
+    except (ImportError, OSError, ValueError):
+        return None
+    if soft == resource.RLIM_INFINITY:
+        return None
+    return max(1, soft - in_use)
+
+
+def _at_descriptor_limit(connections: int) -> None:
+    exc = OSError(errno.EMFILE, f"too many open files ({connections} connections hold them)")
+    _log.out_of_descriptors("accept", exc, True)
 
 
 def _quiet_capacity_errors(loop: Any, context: dict[str, Any]) -> None:
