@@ -609,8 +609,8 @@ def test_20_mb_through_a_tls_relay(
     assert _echo_through(address, client_tls, 20 * 1024 * 1024)
     if terminate:
         # The client's close reaches the plain upstream as EOF; the echo server
-        # closes, and the pair ends. (A TLS upstream cannot be half-closed: that
-        # pair lasts until TO closes or --idle-timeout.)
+        # closes, and the pair ends. (A TLS upstream is half-closed with
+        # close_notify: tests/test_tls_half_close.py.)
         relay.wait_for_stderr(b"20971520 bytes in, 20971520 bytes out")
     relay.proc.terminate()
     _, err, code = relay.finish()
@@ -726,7 +726,7 @@ def test_tls_relay_with_stdio_and_exec(
         assert conn.recv_line() == b"through a program"
     relay.proc.terminate()
     relay.finish()
-    # stdio to a TLS upstream: no half-close over TLS, so --idle-timeout ends it
+    # stdio to a TLS upstream: stdin's EOF becomes close_notify (-i only bounds it)
     upstream = background(
         [
             *SOCKETEER,

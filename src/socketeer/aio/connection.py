@@ -450,11 +450,21 @@ class Connection(AsyncResource):
         """Half-close: the peer reads EOF, and this side can still receive.
 
         Raises:
-            UsageError: on TLS, as ``socketeer.Connection.shutdown_write``.
+            UsageError: on TLS. asyncio's TLS transport (and uvloop's) sends
+                close_notify only as it closes, and reports
+                ``can_write_eof() == False``; its SSL object is the
+                transport's own, so writing close_notify through it would
+                leave the record unsent and the peer's close_notify taken as
+                a fatal error. The blocking ``socketeer.Connection`` (and the
+                CLI) half-close over TLS (docs/tls.md, "Half-close").
         """
         self._check_open()
         if self.is_tls:
-            raise UsageError("TLS connections have no half-close: close the connection instead")
+            raise UsageError(
+                "asyncio TLS connections have no half-close (the transport sends "
+                "close_notify only as it closes): use the blocking socketeer.Connection, "
+                "or close"
+            )
         if self._transport.can_write_eof() and not self._transport.is_closing():
             self._transport.write_eof()
 
