@@ -828,3 +828,14 @@ def test_aio_tls_through_a_proxy(socks_proxy: str, tls_files: tuple[str, str, st
     with listener:
         assert asyncio.run(main()) == b"aio-tls"
         thread.join(10)
+
+
+def test_a_source_of_one_family_skips_the_targets_of_the_other() -> None:
+    rows = {row[0] for row in socket.getaddrinfo("localhost", 1, type=socket.SOCK_STREAM)}
+    if rows != {socket.AF_INET, socket.AF_INET6}:
+        pytest.skip("localhost does not resolve to both IPv4 and IPv6 here")
+    with socketeer.listen("tcp://127.0.0.1:0") as listener:
+        port = listener.address.port
+        with socketeer.connect(f"tcp://localhost:{port}", timeout=10, source="127.0.0.2"):
+            with listener.accept(timeout=10) as accepted:
+                assert accepted.peer is not None and accepted.peer.host == "127.0.0.2"
