@@ -251,14 +251,14 @@ def decode_socks5_method(buf: bytes | bytearray) -> tuple[int, int] | None:
 
 
 def encode_socks5_userpass(username: str, password: str) -> bytes:
-    """RFC 1929: VER 1, ULEN, UNAME, PLEN, PASSWD.
+    """RFC 1929: VER 1, ULEN, UNAME, PLEN, PASSWD (an empty password is sent as PLEN 0).
 
     Raises:
-        ProxyError: a field is empty or longer than 255 bytes.
+        ProxyError: an empty user name, or a field longer than 255 bytes.
     """
     user, secret = username.encode(), password.encode()
-    if not 0 < len(user) < 256 or not 0 < len(secret) < 256:
-        raise ProxyError("SOCKS5 user name and password are 1 to 255 bytes each")
+    if not 0 < len(user) < 256 or len(secret) > 255:
+        raise ProxyError("a SOCKS5 user name is 1 to 255 bytes, a password at most 255")
     return bytes([1, len(user)]) + user + bytes([len(secret)]) + secret
 
 

@@ -59,9 +59,10 @@ class ProxyURL:
         if self.password is not None and self.username is None:
             raise _bad(str(self), "a password needs a user name")
         if self.scheme in ("socks5", "socks5h"):
-            for name, value in (("user name", self.username), ("password", self.password)):
-                if value is not None and not 0 < len(value.encode()) <= _FIELD_MAX:
-                    raise _bad(str(self), f"a SOCKS5 {name} is 1 to 255 bytes")
+            if self.username is not None and not 0 < len(self.username.encode()) <= _FIELD_MAX:
+                raise _bad(str(self), "a SOCKS5 user name is 1 to 255 bytes")
+            if self.password is not None and len(self.password.encode()) > _FIELD_MAX:
+                raise _bad(str(self), "a SOCKS5 password is at most 255 bytes")
 
     @classmethod
     def parse(cls, text: str | ProxyURL) -> ProxyURL:
