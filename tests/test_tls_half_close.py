@@ -367,6 +367,25 @@ def test_listen_stdin_eof_sends_close_notify(
     assert ended_by in (None, ssl.SSLZeroReturnError)
 
 
+def test_listen_keep_open_half_closes_each_tls_client(
+    certs: Certs, background: type[Background]
+) -> None:
+    """``listen -k`` after stdin's end: each new TLS client gets close_notify, and is read."""
+    server = background(
+        [*SOCKETEER, "listen", "-k", "-v", "--cert", certs.server, "tls://127.0.0.1:0"],
+        stdin=subprocess.DEVNULL,
+    )
+    port = socketeer.Address.parse(server.wait_listening()).port
+    assert port is not None
+    for name in (b"one;", b"two;"):
+        received, _ = raw_tls_client(certs.client_context(), port, name)
+        assert received == b""  # nothing from stdin: EOF (its close_notify) at once
+    server.wait_for_stderr(b"closed the connection", count=2)  # our close_notify: its EOF
+    server.proc.terminate()
+    out, _, _ = server.finish()
+    assert out == b"one;two;"
+
+
 # -- relays: every model, both directions ------------------------------------------------------
 
 
@@ -484,9 +503,9 @@ def test_stdio_relay_to_a_tls_upstream_passes_eof_on(certs: Certs) -> None:
         timeout=30,
         check=False,
     )
-    server.join()
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"reply:through stdio"
+    server.join()
 
 
 # -- real peers -------------------------------------------------------------------------------
