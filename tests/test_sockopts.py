@@ -839,3 +839,27 @@ def test_a_source_of_one_family_skips_the_targets_of_the_other() -> None:
         with socketeer.connect(f"tcp://localhost:{port}", timeout=10, source="127.0.0.2"):
             with listener.accept(timeout=10) as accepted:
                 assert accepted.peer is not None and accepted.peer.host == "127.0.0.2"
+
+
+@linux_only
+def test_keepalive_on_an_inherited_listening_socket() -> None:
+    """``fd:N`` (systemd's sockets): the options are set on the socket as it comes."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    fd = sock.detach()
+    with running(Server(f"fd:{fd}", report_keepalive, keepalive=(70, 7, 7))) as server:
+        assert readback_line(server.address) == (1, 70, 7, 7)
+
+
+@linux_only
+@pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6 here")
+def test_ttl_on_a_dual_stack_listener_covers_its_ipv4_clients() -> None:
+    with socketeer.listen("tcp://:0", ttl=5) as listener:
+        port = listener.address.port
+        with socketeer.connect(f"tcp://127.0.0.1:{port}", timeout=10):
+            with listener.accept(timeout=10) as accepted:
+                sock = accepted.socket
+                assert sock.family == socket.AF_INET6  # an IPv4-mapped client
+                assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 5
+                assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 5

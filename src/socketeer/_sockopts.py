@@ -12,7 +12,8 @@ When each option is applied:
   limit, the device, broadcast, the multicast TTL and loop, IPV6_V6ONLY;
 - after bind (``join_groups``): multicast memberships, which need a bound
   socket on most systems;
-- ``source`` is bound by ``connect`` itself, after the options.
+- ``source`` is bound after the options, just before the connect
+  (``prepare_connect``).
 
 Options that make no sense for a socket are refused with a ``UsageError``
 (a TTL on a Unix socket, broadcast on TCP) with one exception: keepalive is
@@ -109,7 +110,7 @@ class Keepalive:
             UsageError: not three whole numbers in range.
         """
         parts = text.split(",")
-        if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) != 3 or not all(p.strip().isascii() and p.strip().isdigit() for p in parts):
             raise UsageError(
                 f"bad keepalive {text!r}: use IDLE,INTERVAL,COUNT (seconds, seconds, probes)"
             )
@@ -225,12 +226,12 @@ class SocketOptions:
     def __post_init__(self) -> None:
         for name in ("rcvbuf", "sndbuf"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
+            if value is not None and (type(value) is not int or value < 1):
                 raise UsageError(f"{name} must be a positive number of bytes")
         for name in ("ttl", "hop_limit", "multicast_ttl"):
             value = getattr(self, name)
             low = 0 if name == "multicast_ttl" else 1
-            if value is not None and (not isinstance(value, int) or not low <= value <= 255):
+            if value is not None and (type(value) is not int or not low <= value <= 255):
                 raise UsageError(f"{name} must be a whole number from {low} to 255")
         if self.bind_device is not None and not self.bind_device:
             raise UsageError("bind_device needs an interface name")
@@ -290,7 +291,9 @@ class SocketOptions:
         )
 
     def without(self, *names: str) -> SocketOptions:
-        """These options with some left at the system default (a relay's per-side split)."""
+        """These options with some left at the system default (an inherited socket,
+        bound already, can no longer take IPV6_V6ONLY or join before its bind).
+        """
         from dataclasses import fields, replace
 
         defaults: dict[str, Any] = {f.name: f.default for f in fields(self) if f.name in names}
@@ -537,7 +540,7 @@ def _settings(
     hops = options.hop_limit if options.hop_limit is not None else options.ttl
     if options.ttl is not None:
         need(inet, "ttl", "an Internet socket")
-        if not v6:
+        if not v6 or _LINUX:  # Linux: an IPv6 socket's IPv4-mapped traffic uses IP_TTL
             out.append((socket.IPPROTO_IP, socket.IP_TTL, options.ttl, f"ttl {options.ttl}"))
     if hops is not None:
         need(inet, "hop_limit", "an Internet socket")
