@@ -545,6 +545,66 @@ def test_an_http_proxy_url_for_a_socks_proxy(proxy: Callable[..., Proxy], target
     assert str(url) in str(caught.value)
 
 
+# -- a proxy that sends its reply and the target's first bytes in one write ---------------------
+
+# What each scripted proxy answers to each request it reads (in order), the last with data behind.
+SCRIPTS = {
+    "socks4a": [b"\0\x5a" + b"\0" * 6],
+    "socks5h": [b"\x05\x00", b"\x05\x00\x00\x03\x01x\x00\x00"],
+    "http": [b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n"],
+}
+
+
+@pytest.fixture
+def eager_proxy() -> Iterator[Callable[[str], ProxyURL]]:
+    """A proxy that answers by script and sends TARGET_DATA in the same segment as its reply."""
+    servers: list[socket.socket] = []
+    threads: list[threading.Thread] = []
+
+    def make(scheme: str) -> ProxyURL:
+        server = socket.create_server(("127.0.0.1", 0))
+        servers.append(server)
+
+        def run() -> None:
+            conn, _ = server.accept()
+            with conn:
+                conn.settimeout(10)
+                replies = SCRIPTS[scheme]
+                for i, reply in enumerate(replies):
+                    assert conn.recv(4096)  # one request per step: the client waits for each reply
+                    last = i == len(replies) - 1
+                    conn.sendall(reply + (GREETING if last else b""))
+                conn.recv(1)  # until the client is done
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return ProxyURL.parse(f"{scheme}://127.0.0.1:{server.getsockname()[1]}")
+
+    yield make
+    for thread in threads:
+        thread.join(10)
+    for server in servers:
+        server.close()
+
+
+@pytest.mark.parametrize("scheme", sorted(SCRIPTS))
+@pytest.mark.parametrize("layer", ["blocking", "asyncio"])
+def test_the_bytes_behind_the_reply_stay_in_the_socket(
+    eager_proxy: Callable[[str], ProxyURL], target: Address, scheme: str, layer: str
+) -> None:
+    url = eager_proxy(scheme)
+    by_name = Address("tcp", host="localhost", port=target.port)
+    if layer == "blocking":
+        sock = through(url, by_name)
+    else:
+        sock = asyncio.run(through_async(url, by_name))
+        sock.setblocking(True)
+    with sock:
+        sock.settimeout(10)
+        assert recv_exactly(sock, len(GREETING)) == GREETING
+
+
 # -- deadlines ---------------------------------------------------------------------------------
 
 
