@@ -121,19 +121,21 @@ def refused() -> Iterator[Address]:
 # -- the proxies --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
-def wait_accepting(port: int, proc: subprocess.Popen[bytes], timeout: float = 10) -> bool:
+def wait_accepting(
+    port: int, proc: subprocess.Popen[bytes], host: str = "127.0.0.1", timeout: float = 10
+) -> bool:
     """True once ``port`` accepts a connection; False if ``proc`` exited first (a port clash)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if proc.poll() is not None:
             return False
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), 1):
             return True
         time.sleep(0.02)  # an external program: no readiness line to wait for
     raise AssertionError(f"proxy on port {port} did not start accepting in {timeout}s")
@@ -152,10 +154,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def start(argv: Callable[[int], list[str]], log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start(
+    argv: Callable[[int], list[str]], log: Path, host: str = "127.0.0.1"
+) -> tuple[subprocess.Popen[bytes], int]:
     """Start a proxy on a free port (a new one if another process took it meanwhile)."""
     for _ in range(5):
-        port = free_port()
+        port = free_port(host)
         with log.open("wb") as out:
             proc = subprocess.Popen(
                 argv(port),
@@ -164,16 +168,16 @@ def start(argv: Callable[[int], list[str]], log: Path) -> tuple[subprocess.Popen
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        if wait_accepting(port, proc):
+        if wait_accepting(port, proc, host):
             return proc, port
         stop(proc)
     raise AssertionError(f"could not start {argv(0)[0]}: {log.read_text(errors='replace')}")
 
 
-def microsocks(tmp: Path, auth: bool) -> Callable[[int], list[str]]:
+def microsocks(tmp: Path, auth: bool, host: str = "127.0.0.1") -> Callable[[int], list[str]]:
     exe = require_peer("microsocks")
     extra = ["-u", USER, "-P", PASSWORD] if auth else []
-    return lambda port: [exe, "-i", "127.0.0.1", "-p", str(port), *extra]
+    return lambda port: [exe, "-i", host, "-p", str(port), *extra]
 
 
 def danted(tmp: Path, auth: bool) -> Callable[[int], list[str]]:
@@ -306,9 +310,11 @@ def _copy(src: socket.socket, dst: socket.socket) -> None:
 class Proxy:
     name: str
     port: int
+    host: str = "127.0.0.1"
 
     def url(self, scheme: str, credentials: str = "") -> ProxyURL:
-        return ProxyURL.parse(f"{scheme}://{credentials}127.0.0.1:{self.port}")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return ProxyURL.parse(f"{scheme}://{credentials}{host}:{self.port}")
 
 
 @pytest.fixture
@@ -325,9 +331,10 @@ def proxy(tmp_path: Path) -> Iterator[Callable[..., Proxy]]:
         folder = tmp_path / f"{name}-{len(procs)}"
         folder.mkdir()
         argv = {"microsocks": microsocks, "danted": danted, "tinyproxy": tinyproxy}[name]
-        proc, port = start(argv(folder, auth, **options), folder / "log")  # type: ignore[operator]
+        host = str(options.get("host", "127.0.0.1"))
+        proc, port = start(argv(folder, auth, **options), folder / "log", host)  # type: ignore[operator]
         procs.append(proc)
-        return Proxy(name, port)
+        return Proxy(name, port, host)
 
     yield make
     for proc in procs:
@@ -439,6 +446,15 @@ def test_through_each_proxy_on_the_loop(
     with sock:
         sock.setblocking(True)
         exchange(sock, 64 << 10)
+
+
+@pytest.mark.skipif(not HAS_IPV6, reason="no IPv6 loopback here")
+@pytest.mark.parametrize("scheme", ["socks5", "socks5h"])
+def test_ipv6_proxy_and_target(proxy: Callable[..., Proxy], target: Address, scheme: str) -> None:
+    url = proxy("microsocks", host="::1").url(scheme)
+    assert url.host == "::1"
+    with through(url, Address("tcp6", host="::1", port=target.port)) as sock:
+        exchange(sock, 1024)
 
 
 def test_socks4a_sends_the_user_id(proxy: Callable[..., Proxy], target: Address) -> None:
