@@ -11,19 +11,25 @@ tunnel, verified against the target, exactly as without a proxy.
 from __future__ import annotations
 
 from ._deadline import Deadline
-from ._sockio import connected_socket
-from ._sockopts import SocketOptions, prepare_connect
+from ._sockio import connected_socket, source_binder
+from ._sockopts import NO_OPTIONS, SocketOptions, apply_planned
 from .address import Address
-from .errors import ConnectError, UsageError
+from .errors import ConnectError, ProxyUnreachable, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
+    from collections.abc import Callable
 
-    from .errors import ProxyUnreachable
     from .proxy.url import ProxyURL
 
-__all__ = ["check_proxy_target", "dial", "parse_proxy", "proxy_unreachable"]
+__all__ = [
+    "check_proxy_target",
+    "dial",
+    "parse_proxy",
+    "prepare_connect",
+    "proxy_unreachable",
+]
 
 
 def parse_proxy(proxy: str | ProxyURL | None, target: Address) -> ProxyURL | None:
@@ -54,12 +60,28 @@ def check_proxy_target(target: Address) -> None:
 
 def proxy_unreachable(proxy: ProxyURL, exc: ConnectError) -> ProxyUnreachable:
     """The error for a proxy that did not answer, naming the proxy (never its password)."""
-    from .errors import ProxyUnreachable
-
     reason = str(exc).split(": ", 1)[0]
     error = ProxyUnreachable(f"proxy unreachable: {proxy} ({reason})")
     error.errno = exc.errno
     return error
+
+
+def prepare_connect(options: SocketOptions) -> Callable[[socket.socket], None] | None:
+    """A ``prepare`` for ``connected_socket``: the options, then the ``source`` bind.
+
+    None when there is nothing to do, so a plain connect pays nothing.
+    """
+    if options is NO_OPTIONS or options == NO_OPTIONS:
+        return None
+    binder = source_binder(options.source) if options.source is not None else None
+    plans: dict[tuple[int, int], tuple[tuple[int, int, int | bytes, str], ...]] = {}
+
+    def prepare(sock: socket.socket) -> None:
+        apply_planned(plans, sock, options)
+        if binder is not None:
+            binder(sock)
+
+    return prepare
 
 
 def dial(

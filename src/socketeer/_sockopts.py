@@ -44,7 +44,7 @@ from .errors import AddressError, NetworkError, SocketeerError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
     from typing import Any, Final, TypeAlias
 
     KeepaliveArg: TypeAlias = "bool | Keepalive | tuple[int, int, int] | str | None"
@@ -54,13 +54,14 @@ __all__ = [
     "DATAGRAM_OPTIONS",
     "DEFAULT_KEEPALIVE",
     "LISTEN_OPTIONS",
+    "NO_OPTIONS",
     "Keepalive",
     "Membership",
     "SocketOptions",
     "apply",
+    "apply_planned",
     "join_groups",
     "parse_source",
-    "prepare_connect",
 ]
 
 _LINUX = sys.platform.startswith("linux")
@@ -329,6 +330,8 @@ class SocketOptions:
 
 
 _NONE: Final = SocketOptions()
+#: No options at all: what the calls build when given none (compare with ``is``).
+NO_OPTIONS: Final = _NONE
 
 
 def parse_source(text: str | Address) -> Address:
@@ -403,6 +406,25 @@ def apply(sock: socket.socket, options: SocketOptions) -> None:
         _set(sock, level, name, value, what)
 
 
+def apply_planned(
+    plans: dict[tuple[int, int], tuple[tuple[int, int, int | bytes, str], ...]],
+    sock: socket.socket,
+    options: SocketOptions,
+) -> None:
+    """``apply``, with the settings for each kind of socket kept in ``plans``.
+
+    For a relay's every connection: the settings are worked out once per kind
+    of socket, read with the raw family and type (``sock.family`` builds an
+    enum member each time).
+    """
+    key = (_raw_family(sock), _raw_type(sock) & 0xF)
+    plan = plans.get(key)
+    if plan is None:
+        plan = plans[key] = _settings(options, *key)
+    for level, name, value, what in plan:
+        _set(sock, level, name, value, what)
+
+
 def join_groups(sock: socket.socket, options: SocketOptions) -> None:
     """Join each multicast group of ``options`` on a bound datagram socket.
 
@@ -437,38 +459,6 @@ def join_groups(sock: socket.socket, options: SocketOptions) -> None:
             index = _interface_index(membership.interface) if membership.interface else 0
             mreq = ipaddress.IPv6Address(membership.group).packed + struct.pack("@I", index)
             _set(sock, socket.IPPROTO_IPV6, _IPV6_JOIN_GROUP, mreq, what)
-
-
-def prepare_connect(options: SocketOptions) -> Callable[[socket.socket], None] | None:
-    """A ``prepare`` for ``connected_socket``: the options, then the ``source`` bind.
-
-    None when there is nothing to do, so a plain connect pays nothing.
-    """
-    if options is _NONE or options == _NONE:
-        return None
-    source = options.source
-    binder = None
-    if source is not None:
-        from ._sockio import source_binder
-
-        binder = source_binder(source)
-
-    plans: dict[tuple[int, int], tuple[tuple[int, int, int | bytes, str], ...]] = {}
-
-    def prepare(sock: socket.socket) -> None:
-        # Called for every connection a relay opens: the settings are worked
-        # out once per kind of socket, read with the raw family and type
-        # (``sock.family`` builds an enum member each time).
-        key = (_raw_family(sock), _raw_type(sock) & 0xF)
-        plan = plans.get(key)
-        if plan is None:
-            plan = plans[key] = _settings(options, *key)
-        for level, name, value, what in plan:
-            _set(sock, level, name, value, what)
-        if binder is not None:
-            binder(sock)
-
-    return prepare
 
 
 def _ip_mreq(membership: Membership) -> bytes:

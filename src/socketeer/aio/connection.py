@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, final
 
 from .. import framing
 from .._deadline import Deadline
+from .._reach import parse_proxy, prepare_connect, proxy_unreachable
 from .._resource import AsyncResource
 from .._sockio import (
     Target,
@@ -27,6 +28,7 @@ from .._sockio import (
     set_nodelay,
     translate_errors,
 )
+from .._sockopts import SocketOptions
 from .._tlsopt import client_setup_for
 from ..address import Address
 from ..errors import (
@@ -138,10 +140,6 @@ async def connect(
     Raises:
         AddressError, ConnectError, ProxyError, Timeout, TLSError: as ``socketeer.connect``.
     """
-    from .._reach import parse_proxy
-    from .._sockopts import SocketOptions
-    from ._reach import dial_async
-
     target = Address.parse(address)
     if not target.is_stream or target.scheme == "fd":
         raise UsageError(f"connect needs a stream address, not {target} (see open_datagram)")
@@ -161,6 +159,36 @@ async def connect(
     if setup is not None:
         return await _tls_client(sock, setup, target, timeout, deadline)
     return await Connection.from_socket(sock, timeout=timeout, address=target)
+
+
+async def dial_async(
+    target: Address,
+    deadline: Deadline,
+    options: SocketOptions,
+    proxy: ProxyURL | None = None,
+) -> socket.socket:
+    """``_reach.dial`` on the loop: a non-blocking socket connected to ``target``
+    (through ``proxy``), options set; ``connect`` and the event-loop relay's TO.
+
+    Raises:
+        ConnectError, Timeout: as the connect; ProxyUnreachable and the other
+            ``ProxyError`` cases with a proxy.
+    """
+    prepare = prepare_connect(options)
+    if proxy is None:
+        return await connected_socket_async(target, deadline, prepare=prepare)
+    from ..proxy.dial import tunnel_async
+
+    try:
+        sock = await connected_socket_async(proxy.address, deadline, prepare=prepare)
+    except ConnectError as exc:
+        raise proxy_unreachable(proxy, exc) from exc
+    try:
+        await tunnel_async(sock, proxy, target, deadline)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 async def connected_socket_async(

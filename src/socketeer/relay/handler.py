@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import proxyproto
 from .._deadline import Deadline
-from .._reach import parse_proxy
+from .._reach import parse_proxy, prepare_connect
 from .._sockio import Target, resolve, translate_errors
-from .._sockopts import CONNECT_OPTIONS, SocketOptions, prepare_connect
+from .._sockopts import CONNECT_OPTIONS, SocketOptions
 from .._tlsopt import client_setup_for
 from ..address import Address
 from ..connection import Connection, connect

@@ -239,7 +239,7 @@ class LoopClient:
                 upstream, program = await _start_program(target)
             else:
                 assert isinstance(target, Address)
-                from ..aio._reach import dial_async
+                from ..aio.connection import dial_async
 
                 deadline = Deadline(handler.connect_timeout)
                 upstream = await dial_async(target, deadline, handler.to_options, handler.proxy)
