@@ -123,7 +123,8 @@ class ProxyURL:
                 except AddressError as exc:
                     raise AddressError(f"${name}: {exc}") from None
         raise AddressError(
-            f"--proxy env: neither $ALL_PROXY nor $all_proxy is set (accepted forms: {PROXY_FORMS})"
+            "proxy 'env': neither $ALL_PROXY nor $all_proxy is set "
+            "(set one to a proxy URL, such as socks5h://HOST:PORT)"
         )
 
     @property
