@@ -493,6 +493,83 @@ def test_relay_half_close_while_the_tls_upstream_streams(
     _stop(relay)
 
 
+def test_loop_pair_keeps_what_the_tls_side_decrypted_at_its_half_close(certs: Certs) -> None:
+    """The event-loop pair half-closes a TLS upstream whose decrypted bytes wait unread.
+
+    A buffer smaller than a record leaves decrypted bytes in the SSL object
+    (``pending()``) while the way down is held by a client that does not
+    read; the client's EOF then half-closes the upstream. Those bytes would
+    be lost to the close_notify: they must still reach the client, in order.
+    """
+    import asyncio
+
+    from socketeer.relay.looped import LoopPair, PipePool
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        raw_upstream = socket.create_connection(listener.getsockname(), timeout=20)
+        peer_raw, _ = listener.accept()
+    tls_peer: list[ssl.SSLSocket] = []
+    handshake = threading.Thread(
+        target=lambda: tls_peer.append(
+            certs.server_context().wrap_socket(peer_raw, server_side=True)
+        )
+    )
+    handshake.start()
+    upstream = certs.client_context().wrap_socket(raw_upstream, server_hostname="localhost")
+    handshake.join(20)
+    (peer,) = tls_peer
+    peer.settimeout(20)
+    client, relay_side = socket.socketpair()
+    relay_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    down = os.urandom(256 * 1024)  # more than the socket pair holds: the way down is held
+    peer.sendall(down)
+    ended: list[LoopPair] = []
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        upstream.setblocking(False)
+        relay_side.setblocking(False)
+        pair = LoopPair(
+            loop,
+            relay_side,
+            upstream,
+            pool=PipePool(loop),
+            buffer=memoryview(bytearray(1000)),  # less than a record: pending() stays > 0
+            on_end=ended.append,
+            upstream_name="upstream",
+        )
+        pair.start()
+        while not pair.down.held:
+            await asyncio.sleep(0.01)
+        assert upstream.pending() > 0
+        client.sendall(b"request")
+        client.shutdown(socket.SHUT_WR)
+        while not pair.up.done:
+            await asyncio.sleep(0.01)
+        got = b""
+        client.setblocking(False)
+        while len(got) < len(down):
+            try:
+                got += client.recv(65536)
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        assert got == down
+
+    seen_by_peer: list[bytes] = []
+    reader = threading.Thread(target=lambda: seen_by_peer.append(peer.recv(100)))
+    reader.start()
+    try:
+        asyncio.run(asyncio.wait_for(main(), 30))
+        reader.join(20)
+        assert seen_by_peer == [b"request"]
+        assert peer.recv(100) == b""  # the relay's close_notify after the request
+    finally:
+        peer.close()
+        client.close()
+        relay_side.close()
+        upstream.close()
+
+
 def test_stdio_relay_to_a_tls_upstream_passes_eof_on(certs: Certs) -> None:
     server = RawTLSServer(certs.server_context())
     result = subprocess.run(
