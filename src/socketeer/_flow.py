@@ -23,7 +23,8 @@ programs). Both need the same four rules, kept here once:
 
 Below the CLI, the relay and the servers: it imports none of them, and not
 ``ssl`` either (starting the CLI must not pay for it); a TLS socket can only
-exist once something else has imported ``ssl``.
+exist once something else has imported ``ssl`` (and ``tls``, which a TLS
+half-close imports when it happens).
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ A client verifies the server's certificate against the system trust store (or
 accepts exactly one certificate by its SHA-256 fingerprint instead. TLS 1.2
 is the minimum. A server needs a certificate and key; ``ca`` on a server
 means "require a client certificate signed by this CA".
+
+The TLS half-close (close_notify, the socket still read) lives here once
+(``close_notify``), for ``Connection.shutdown_write``, the stream commands
+and every relay model.
 """
 
 from __future__ import annotations
@@ -22,7 +26,14 @@ if TYPE_CHECKING:
 
     from .address import Address
 
-__all__ = ["TLSConfig", "client_context", "fingerprint", "server_context"]
+__all__ = [
+    "TLSConfig",
+    "client_context",
+    "close_notify",
+    "fingerprint",
+    "server_context",
+    "shutdown_write",
+]
 
 
 @dataclass(frozen=True)
