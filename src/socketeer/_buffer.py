@@ -29,6 +29,11 @@ class ReceiveBuffer:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._data += data
 
+    def unread(self, data: bytes | bytearray | memoryview) -> None:
+        """Put ``data`` back in front: bytes a caller read past what it wanted."""
+        self._data[:0] = data
+        self._scan_from = 0
+
     def _consume(self, n: int) -> bytes:
         out = bytes(self._data[:n])
         del self._data[:n]  # CPython moves a start offset: cheap for a prefix

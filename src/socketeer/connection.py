@@ -155,6 +155,15 @@ class Connection(SocketResource):
                 self._peer = address_of(raw, self._like) if raw else None
         return self._peer  # type: ignore[no-any-return]
 
+    @peer.setter
+    def peer(self, address: Address | None) -> None:
+        """A PROXY header names the real client: the peer is then that client."""
+        self._peer = address
+
+    def _unread(self, data: bytes) -> None:
+        """Bytes read past a PROXY header go back in front of the next read."""
+        self._buffer.unread(data)
+
     @property
     def local(self) -> Address | None:
         """This end's address (None: unnamed, or asked for after close)."""

@@ -376,6 +376,10 @@ class Connection(AsyncResource):
         self.peer = address_of(peer, like) if peer else None
         self._name = str(self.peer or address or self.local or "connection")
 
+    def _unread(self, data: bytes) -> None:
+        """Bytes read past a PROXY header go back in front of the next read."""
+        self._buffer.unread(data)
+
     @classmethod
     async def from_socket(
         cls,

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import proxyproto
-from .._deadline import Deadline
 from .._reach import parse_proxy, prepare_connect
 from .._sockio import Target, resolve, translate_errors
 from .._sockopts import CONNECT_OPTIONS, SocketOptions
@@ -38,9 +37,9 @@ from ..address import Address
 from ..connection import Connection, connect
 from ..errors import NetworkError, SocketeerError, UsageError
 from ..handlers.base import Handler
-from ..server import _log
+from ..server import _log, proxied
 from .endpoints import Endpoint, Program, Stdio
-from .setup import PROXY_HEADER_TIMEOUT, report_set_up_failure
+from .setup import report_set_up_failure
 from .stream import HAS_SPLICE, Pair, Side
 
 if TYPE_CHECKING:
@@ -183,7 +182,7 @@ class RelayHandler(Handler):
         source, destination = conn.peer, conn.local
         prefix = b""
         if self.accept_proxy_protocol:
-            header, prefix = _read_proxy_header(conn)
+            header, prefix = proxied.read_header(conn)
             source, destination = self._header_names(header, source, destination)
         conn.timeout = None  # from here on the idle timer watches the pair
         upstream = self._open_target(source, destination)
@@ -305,26 +304,6 @@ def _serialised(
             observe(data, marker)
 
     return see
-
-
-def _read_proxy_header(conn: Connection) -> tuple[proxyproto.ProxyHeader, bytes]:
-    """The client's PROXY header and whatever bytes came after it.
-
-    Raises:
-        ProxyProtocolError: missing or malformed. Timeout: it did not come.
-    """
-    deadline = Deadline(PROXY_HEADER_TIMEOUT)
-    buffer = b""
-    while True:
-        found = proxyproto.parse_proxy_header(buffer)
-        if found is not None:
-            header, used = found
-            return header, buffer[used:]
-        conn.timeout = deadline.remaining()
-        data = conn.recv()
-        if not data:
-            raise proxyproto.closed_before_header(buffer)
-        buffer += data
 
 
 def _write_all(fd: int, data: bytes) -> None:

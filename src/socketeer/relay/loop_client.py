@@ -32,9 +32,10 @@ from .._sockio import Target, address_of, error_for, local_address, set_nodelay,
 from ..address import Address
 from ..aio._ready import fd_ready, handshake, send_all
 from ..errors import NetworkError, SocketeerError, Timeout
+from ..server.proxied import PROXY_HEADER_TIMEOUT
 from .endpoints import Program
 from .looped import LoopPair, loop_resources
-from .setup import PROXY_HEADER_TIMEOUT, report_set_up_failure
+from .setup import report_set_up_failure
 
 if TYPE_CHECKING:
     from .handler import RelayHandler
@@ -316,7 +317,7 @@ def _settle(done: asyncio.Future[None]) -> None:
 
 
 async def _read_proxy_header(sock: Any) -> tuple[proxyproto.ProxyHeader, bytes]:
-    """As ``handler._read_proxy_header``, on a non-blocking socket.
+    """As ``server.proxied.read_header``, on a raw non-blocking socket.
 
     A header that arrives after the accept (in its own packet, or after a
     health check's plain connect that never sends one) is waited for on the

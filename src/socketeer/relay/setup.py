@@ -8,10 +8,7 @@ from ..proxyproto import NothingSent
 from ..server import _log
 from ..server.accept import DESCRIPTOR_ERRNOS
 
-__all__ = ["PROXY_HEADER_TIMEOUT", "report_set_up_failure"]
-
-#: How long a client may take to send its PROXY header (``--accept-proxy-protocol``).
-PROXY_HEADER_TIMEOUT = 5.0
+__all__ = ["report_set_up_failure"]
 
 
 def report_set_up_failure(peer: Address | None, error: SocketeerError) -> None:

@@ -31,7 +31,7 @@ from ..aio._protocol import StreamProtocol
 from ..aio.connection import Connection
 from ..errors import SocketeerError, Timeout
 from ..listener import RETRY_ACCEPT_ERRNOS
-from . import _log, accept
+from . import _log, accept, proxied
 
 ACCEPT_BATCH = 64  # clients taken per wake-up before other callbacks get a turn
 
@@ -51,6 +51,7 @@ class _Tracked:
         "counters",
         "last_total",
         "like",
+        "named",
         "peername",
         "session",
         "started",
@@ -69,9 +70,12 @@ class _Tracked:
         self.session: Any = None  # a loop-driven handler's connection (start_async)
         self.timer: asyncio.TimerHandle | None = None
         self.last_total = 0
+        self.named: Any = None  # the client a PROXY header named
 
     @property
     def peer(self) -> Any:
+        if self.named is not None:
+            return self.named
         return _peer_address(self.peername, self.like)
 
     def cut(self, reason: SocketeerError, *, flush: bool = False) -> None:
@@ -141,7 +145,8 @@ class AsyncRunner:
             self.listener.socket.setblocking(False)
             loop.add_reader(self.listener.fileno(), self._accept_raw)
         else:
-            fast = handler.fast_protocol()
+            # A PROXY header is read through a Connection: no fast path then.
+            fast = None if self.server.accept_proxy_protocol else handler.fast_protocol()
             factory = self._fast_factory(fast) if fast is not None else self._task_factory()
             server = await loop.create_server(
                 factory,
@@ -360,6 +365,13 @@ class AsyncRunner:
     async def _serve(self, key: Any, conn: Connection) -> None:
         error: BaseException | None = None
         try:
+            if self.server.accept_proxy_protocol:
+                header, rest = await proxied.read_header_async(conn)
+                proxied.take_header(conn, header, rest)
+                conn.timeout = self.server.idle_timeout
+                tracked = self.active.get(key)
+                if tracked is not None:
+                    tracked.named = conn.peer  # the log names the real client
             await self.server.handler.serve_async(conn)
         except SocketeerError as exc:
             error = exc

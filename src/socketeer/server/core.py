@@ -87,7 +87,8 @@ class Server:
 
     Raises:
         UsageError: the handler does not fit the model or socket kind, or an
-            option does not fit the socket.
+            option does not fit the socket; ``accept_proxy_protocol`` with TLS
+            or a handler that takes the socket itself.
         AddressError, AddressInUse: as ``listen``.
     """
 
@@ -118,6 +119,7 @@ class Server:
         join: Iterable[str | Membership] | str | Membership = (),
         multicast_ttl: int | None = None,
         multicast_loop: bool | None = None,
+        accept_proxy_protocol: bool = False,
     ) -> None:
         if model not in MODELS:
             raise UsageError(f"unknown model {model!r}: use one of {', '.join(MODELS)}")
@@ -155,6 +157,11 @@ class Server:
             raise UsageError(
                 f"handler {self.handler.name} hands the socket to a program: it cannot run over TLS"
             )
+        #: Each client starts with a PROXY v1/v2 header naming the real client
+        #: (a load balancer in front): read before the handler runs (``proxied``).
+        self.accept_proxy_protocol = accept_proxy_protocol
+        if accept_proxy_protocol:
+            self._check_proxy_protocol(target)
         self.listener: Listener | None = None
         self.endpoint: DatagramEndpoint | None = None
         self.reserved: socket.socket | None = None  # workers + SO_REUSEPORT: holds the port
@@ -171,6 +178,22 @@ class Server:
             self.close()
             raise
         self.stopper = Stopper()
+
+    def _check_proxy_protocol(self, target: Address) -> None:
+        """The header is read into a ``Connection``'s buffer: only handlers that read
+        through one can take it, and only before any TLS (none here yet)."""
+        if not target.is_stream:
+            raise UsageError("accept_proxy_protocol needs a stream address")
+        if self.tls_context is not None:
+            raise UsageError(
+                "accept_proxy_protocol with TLS is not supported by serve yet: "
+                "terminate TLS in front, or use relay --accept-proxy-protocol"
+            )
+        if self.handler.takes_socket or getattr(self.handler, "raw_socket", False):
+            raise UsageError(
+                f"handler {self.handler.name} takes the socket itself: for a PROXY header "
+                "in front of a program use relay --accept-proxy-protocol ... exec:PROGRAM"
+            )
 
     def _bind(self, target: Address) -> None:
         options = self.socket_options

@@ -6,7 +6,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..errors import SocketeerError
-from . import _log
+from . import _log, proxied
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -19,6 +19,10 @@ def run_handler(server: Server, conn: Connection) -> None:
     error: BaseException | None = None
     conn.timeout = server.idle_timeout
     try:
+        if server.accept_proxy_protocol:
+            header, rest = proxied.read_header(conn)
+            proxied.take_header(conn, header, rest)
+            conn.timeout = server.idle_timeout
         if server.tls_context is not None:
             conn.start_tls(server.tls_context, server.idle_timeout)
         server.handler.serve(conn)
