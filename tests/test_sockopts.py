@@ -863,3 +863,26 @@ def test_ttl_on_a_dual_stack_listener_covers_its_ipv4_clients() -> None:
                 assert sock.family == socket.AF_INET6  # an IPv4-mapped client
                 assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 5
                 assert sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) == 5
+
+
+@linux_only
+def test_a_relay_handler_made_by_hand_keeps_keepalive_on_to() -> None:
+    from socketeer.relay import RelayHandler
+
+    seen: list[Any] = []
+
+    def upstream_echo(conn: socketeer.Connection) -> None:
+        seen.append(conn.peer)
+        conn.send(conn.recv())
+        conn.recv()
+
+    with socketeer.listen("tcp://127.0.0.1:0") as upstream:
+        serve_once(upstream, upstream_echo)
+        handler = RelayHandler(upstream.address)
+        with running(Server("tcp://127.0.0.1:0", handler, model="thread")) as front:
+            with socketeer.connect(front.address, timeout=10) as client:
+                client.send(b"ping")
+                assert client.recv_exactly(4) == b"ping"
+                to_local = (seen[0].host, seen[0].port)
+                to_peer = (upstream.address.host, upstream.address.port)
+                assert sockets_of_this_process(to_local, to_peer) == [DEFAULT_READBACK]

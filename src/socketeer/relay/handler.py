@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .. import proxyproto
 from .._reach import parse_proxy, prepare_connect
 from .._sockio import Target, resolve, translate_errors
-from .._sockopts import CONNECT_OPTIONS, SocketOptions
+from .._sockopts import CONNECT_OPTIONS, DEFAULT_KEEPALIVE, SocketOptions
 from .._tlsopt import client_setup_for
 from ..address import Address
 from ..connection import Connection, connect
@@ -48,9 +48,15 @@ if TYPE_CHECKING:
 
 __all__ = ["RelayHandler"]
 
+_DEFAULT_TO_OPTIONS = SocketOptions(keepalive=DEFAULT_KEEPALIVE)
+
 
 class RelayHandler(Handler):
     """Open ``target`` for each client and copy both ways.
+
+    ``to_options`` are set on every TO socket before it connects (default:
+    keepalive on, ``DEFAULT_KEEPALIVE``); ``proxy`` reaches TO through a SOCKS
+    or HTTP proxy (``"env"``: ``ALL_PROXY``, read once, here).
 
     Raises:
         UsageError: a target that cannot be relayed to, a program that is not
@@ -94,8 +100,9 @@ class RelayHandler(Handler):
         self.tls_setup = (
             client_setup_for(target, tls_client) if isinstance(target, Address) else None
         )
-        #: Set on every TO socket before it connects (keepalive, source, ...).
-        self.to_options = to_options if to_options is not None else SocketOptions()
+        #: Set on every TO socket before it connects (keepalive, source, ...);
+        #: keepalive alone unless told otherwise, as ``relay()`` does.
+        self.to_options = to_options if to_options is not None else _DEFAULT_TO_OPTIONS
         #: The same as a ``prepare`` callback (None: nothing to set).
         self.prepare_to = prepare_connect(self.to_options)
         self.proxy: ProxyURL | None = None
