@@ -613,7 +613,8 @@ PEER = textwrap.dedent(
     else:                           # send one datagram to ADDRESS, await the answer
         to, options = args[0], dict(a.split("=", 1) for a in args[1:])
         kwargs = {k: int(v) for k, v in options.items()}
-        with socketeer.open_datagram(bind="udp4://0.0.0.0:0", timeout=10, **kwargs) as ep:
+        bind = "udp6://[::]:0" if "[" in to else "udp4://0.0.0.0:0"
+        with socketeer.open_datagram(bind=bind, timeout=10, **kwargs) as ep:
             ep.send(b"hello", to=to)
             data, sender = ep.recv()
             print(data.decode(), sender.host, flush=True)
@@ -627,7 +628,8 @@ def ip(*args: str) -> None:
 
 @pytest.fixture
 def netns_pair(tmp_path: Path) -> Iterator[tuple[Callable[..., subprocess.Popen[bytes]], str]]:
-    """Two network namespaces joined by a veth pair: A at 10.77.0.1, B at 10.77.0.2 (/24).
+    """Two network namespaces joined by a veth pair: A at 10.77.0.1 and fd77::1,
+    B at 10.77.0.2 and fd77::2.
 
     Yields ``spawn(ns, *args)`` that runs the peer script in a namespace, and a name suffix.
     """
@@ -653,11 +655,12 @@ def netns_pair(tmp_path: Path) -> Iterator[tuple[Callable[..., subprocess.Popen[
             "netns",
             ns_b,
         )
-        for ns, dev, addr in (
-            (ns_a, f"va{tag}", "10.77.0.1/24"),
-            (ns_b, f"vb{tag}", "10.77.0.2/24"),
+        for ns, dev, addr, addr6 in (
+            (ns_a, f"va{tag}", "10.77.0.1/24", "fd77::1/64"),
+            (ns_b, f"vb{tag}", "10.77.0.2/24", "fd77::2/64"),
         ):
             ip("-n", ns, "addr", "add", addr, "broadcast", "10.77.0.255", "dev", dev)
+            ip("-n", ns, "addr", "add", addr6, "dev", dev, "nodad")  # usable at once
             ip("-n", ns, "link", "set", dev, "up")
             ip("-n", ns, "link", "set", "lo", "up")
             ip("-n", ns, "route", "add", "224.0.0.0/4", "dev", dev)
@@ -886,3 +889,13 @@ def test_a_relay_handler_made_by_hand_keeps_keepalive_on_to() -> None:
                 to_local = (seen[0].host, seen[0].port)
                 to_peer = (upstream.address.host, upstream.address.port)
                 assert sockets_of_this_process(to_local, to_peer) == [DEFAULT_READBACK]
+
+
+@linux_only
+def test_ipv6_multicast_between_namespaces(netns_pair: Any) -> None:
+    spawn, tag = netns_pair
+    sent, received = exchange(
+        spawn, ["udp6://[::]:0", f"ff05::7@vb{tag}"], "[ff05::7]", "multicast_ttl=1"
+    )
+    assert received.strip() == b"hello"
+    assert sent.split() == [b"got", b"hello", b"fd77::2"]
