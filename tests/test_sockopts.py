@@ -899,3 +899,23 @@ def test_ipv6_multicast_between_namespaces(netns_pair: Any) -> None:
     )
     assert received.strip() == b"hello"
     assert sent.split() == [b"got", b"hello", b"fd77::2"]
+
+
+def test_off_linux_bind_device_is_a_usage_error_and_keepalive_keeps_what_exists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What macOS and the BSDs get: no SO_BINDTODEVICE, perhaps no TCP_KEEPCNT."""
+    from socketeer import _sockopts
+
+    monkeypatch.setattr(_sockopts, "_SO_BINDTODEVICE", None)
+    monkeypatch.setattr(_sockopts, "_TCP_KEEPCNT", None)
+    _sockopts._settings.cache_clear()
+    try:
+        with socketeer.listen("tcp://127.0.0.1:0") as listener:
+            with pytest.raises(UsageError, match="Linux-only"):
+                socketeer.connect(listener.address, timeout=10, bind_device="lo")
+            with socketeer.connect(listener.address, timeout=10, keepalive=(30, 5, 3)) as conn:
+                sock = conn.socket
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+    finally:
+        _sockopts._settings.cache_clear()
