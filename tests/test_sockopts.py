@@ -919,3 +919,15 @@ def test_off_linux_bind_device_is_a_usage_error_and_keepalive_keeps_what_exists(
                 assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
     finally:
         _sockopts._settings.cache_clear()
+
+
+@linux_only
+def test_a_datagram_server_on_an_inherited_socket_joins_its_groups() -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("0.0.0.0", 0))
+    server = Server(f"fd:{sock.detach()}", "echo", join="239.1.2.77@127.0.0.1")
+    try:
+        with open("/proc/net/igmp") as groups:  # the group in host byte order, hex
+            assert any("4D0201EF" in line for line in groups)
+    finally:
+        server.close()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import handlers
 from .._sockio import bound_socket, local_address, translate_errors
-from .._sockopts import DATAGRAM_OPTIONS, LISTEN_OPTIONS, SocketOptions
+from .._sockopts import DATAGRAM_OPTIONS, LISTEN_OPTIONS, SocketOptions, join_groups
 from .._sockopts import apply as apply_options
 from .._tlsopt import server_context_for
 from ..address import Address
@@ -150,7 +150,7 @@ class Server:
             multicast_ttl=multicast_ttl,
             multicast_loop=multicast_loop,
         )
-        if target.is_stream:
+        if target.is_stream and target.scheme != "fd":  # fd:N: known once adopted
             self.socket_options.check_stream(target)
         self.tls_context: Any = server_context_for(target, tls)
         if self.tls_context is not None and self.handler.takes_socket:
@@ -199,7 +199,15 @@ class Server:
         options = self.socket_options
         if target.scheme == "fd":
             sock = _adopt_inherited(target)
-            apply_options(sock, options.without("ipv6_only", "join"))  # bound already
+            try:
+                apply_options(sock, options.without("ipv6_only", "join"))  # bound already
+                if sock.type == socket.SOCK_DGRAM:
+                    join_groups(sock, options)  # joined after the bind, as always
+                else:
+                    options.check_stream(target)
+            except BaseException:
+                sock.detach()  # the inherited descriptor is not ours to close
+                raise
             if sock.type == socket.SOCK_DGRAM:
                 self.endpoint = DatagramEndpoint.from_socket(sock)
                 self.address = self.endpoint.local or target
