@@ -96,6 +96,18 @@ def out_of_descriptors(op: str, exc: OSError, client_closed: bool) -> None:
     )
 
 
+def shed(victim: Address | None, age: float, rate: float, newcomer: Address | None) -> None:
+    """A slow connection was closed at the limit to serve a new client (``admission``)."""
+    log.warning(
+        "shed %s (%.0f bytes/s over %.1fs) to serve %s: max_connections reached",
+        _peer_text(victim),
+        rate,
+        age,
+        _peer_text(newcomer),
+        extra={"event": "shed", "peer": _peer_text(victim), "reason": "slow at the limit"},
+    )
+
+
 def refused(peer: Address | None, reason: str) -> None:
     log.warning(
         "refused %s: %s",

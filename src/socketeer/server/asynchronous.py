@@ -32,6 +32,7 @@ from ..aio.connection import Connection
 from ..errors import SocketeerError, Timeout
 from ..listener import RETRY_ACCEPT_ERRNOS
 from . import _log, accept, proxied
+from .admission import slowest
 
 ACCEPT_BATCH = 64  # clients taken per wake-up before other callbacks get a turn
 
@@ -54,6 +55,7 @@ class _Tracked:
         "named",
         "peername",
         "session",
+        "shed",
         "started",
         "task",
         "timer",
@@ -71,6 +73,7 @@ class _Tracked:
         self.timer: asyncio.TimerHandle | None = None
         self.last_total = 0
         self.named: Any = None  # the client a PROXY header named
+        self.shed = False  # closed to make room for a new client
 
     @property
     def peer(self) -> Any:
@@ -275,7 +278,7 @@ class AsyncRunner:
             peername = transport.get_extra_info("peername")
         if screen:
             peer = _peer_address(peername, server.address)
-            if not server.admit(peer, len(self.active)):
+            if not server.admit(peer, len(self.active), self._make_room):
                 transport.abort()
                 return None
         tracked = _Tracked(transport, peername, server.address)
@@ -283,6 +286,30 @@ class AsyncRunner:
         if self.descriptor_room is not None and len(self.active) >= self.descriptor_room:
             _at_descriptor_limit(len(self.active))
         return tracked
+
+    def _make_room(self, newcomer: Any) -> bool:
+        """At the limit: close the slowest connection for ``newcomer`` (``admission``).
+
+        Only connections whose bytes are counted take part (protocol handlers;
+        a relay's or a program's session is not weighed). The victim is marked
+        so that the next client at the limit does not pick it again before its
+        transport reports it closed.
+        """
+        found = slowest(
+            (
+                (tracked, tracked.started, c.bytes_received + c.bytes_sent)
+                for tracked in self.active.values()
+                if (c := tracked.counters) is not None and not tracked.shed
+            ),
+            time.monotonic(),
+        )
+        if found is None:
+            return False
+        victim, age, rate = found
+        victim.shed = True
+        _log.shed(victim.peer, age, rate, newcomer)
+        victim.cut(SocketeerError(f"shed: {rate:.0f} bytes/s at max_connections"))
+        return True
 
     def _closed(
         self, key: Any, bytes_in: int | None, bytes_out: int | None, error: BaseException | None

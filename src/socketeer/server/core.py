@@ -333,9 +333,14 @@ class Server:
         """Whether the next client must be looked at (lists, the limit, ``once``)."""
         return self.once or self.admission.needs_peer(open_connections)
 
-    def admit(self, peer: Address | None, open_connections: int) -> bool:
+    def admit(
+        self,
+        peer: Address | None,
+        open_connections: int,
+        make_room: Callable[[Address | None], bool] | None = None,
+    ) -> bool:
         """Whether to serve this client; logs the reason when not (``admission``)."""
-        if self.admission.admit(peer, open_connections):
+        if self.admission.admit(peer, open_connections, make_room):
             if self.once:
                 self.stopper.stop_accepting()  # this is the one
             return True

@@ -5,14 +5,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from . import _log
 from .accept import accept_loop, accept_ready
+from .admission import slowest
 from .lifecycle import settle, wait_until
 from .serving import run_handler
 
 if TYPE_CHECKING:
+    from ..address import Address
     from ..connection import Connection
     from .core import Server
 
@@ -23,7 +26,7 @@ class ThreadRunner:
         self.server = server
         self.listener = server.listener
         self.stopper = server.stopper
-        self.active: set[Connection] = set()
+        self.active: dict[Connection, float] = {}  # connection -> when it opened
         self.lock = threading.Lock()
 
     def run(self) -> None:
@@ -39,9 +42,11 @@ class ThreadRunner:
         with self.lock:
             open_now = len(self.active)
             # With no lists and under the limit the client's address is not even built.
-            admitted = not self.server.screens(open_now) or self.server.admit(conn.peer, open_now)
+            admitted = not self.server.screens(open_now) or self.server.admit(
+                conn.peer, open_now, self._make_room
+            )
             if admitted:
-                self.active.add(conn)
+                self.active[conn] = time.monotonic()
         if not admitted:
             conn.close()
             return
@@ -51,12 +56,32 @@ class ThreadRunner:
         # threads and they fight over the GIL.
         threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
+    def _make_room(self, newcomer: Address | None) -> bool:
+        """At the limit: close the slowest connection for ``newcomer`` (``admission``).
+
+        Runs under ``self.lock``. The victim leaves ``active`` at once, so the
+        next client at the limit does not pick it again; shutting its socket
+        down wakes its handler, which ends and logs as any closed connection.
+        """
+        found = slowest(
+            ((c, opened, c.bytes_received + c.bytes_sent) for c, opened in self.active.items()),
+            time.monotonic(),
+        )
+        if found is None:
+            return False
+        victim, age, rate = found
+        del self.active[victim]
+        _log.shed(victim.peer, age, rate, newcomer)
+        with contextlib.suppress(OSError):
+            victim.socket.shutdown(socket.SHUT_RDWR)
+        return True
+
     def _serve(self, conn: Connection) -> None:
         try:
             run_handler(self.server, conn)
         finally:
             with self.lock:
-                self.active.discard(conn)
+                self.active.pop(conn, None)
             if not self.stopper.accepting:  # _finish waits for the last ones to end
                 self.stopper.wake()
 
