@@ -25,11 +25,14 @@ from pathlib import Path
 
 import pytest
 
+import socketeer
+import socketeer.aio
 from socketeer import (
     ProxyAuthError,
     ProxyError,
     ProxyRefused,
     ProxyTargetUnreachable,
+    ProxyUnreachable,
     Timeout,
 )
 from socketeer._deadline import Deadline
@@ -663,3 +666,145 @@ def test_a_proxy_that_closes_at_once(target: Address) -> None:
     finally:
         thread.join(10)
         server.close()
+
+
+# -- through the library's connect ------------------------------------------------------------
+
+
+def exchange_on(conn: socketeer.Connection, size: int = 64 << 10) -> None:
+    """``exchange`` on a ``Connection``: its reads share one buffer, so use only its methods."""
+    assert conn.recv_exactly(len(GREETING)) == GREETING
+    payload = os.urandom(size)
+    conn.send(struct.pack("!Q", size) + payload)
+    assert conn.recv_exactly(32) == hashlib.sha256(payload).digest()
+    back = conn.recv_exactly(size)
+    assert conn.recv_exactly(32) == hashlib.sha256(back).digest()
+
+
+async def exchange_on_async(conn: socketeer.aio.Connection, size: int = 64 << 10) -> None:
+    assert await conn.recv_exactly(len(GREETING)) == GREETING
+    payload = os.urandom(size)
+    await conn.send(struct.pack("!Q", size) + payload)
+    assert await conn.recv_exactly(32) == hashlib.sha256(payload).digest()
+    back = await conn.recv_exactly(size)
+    assert await conn.recv_exactly(32) == hashlib.sha256(back).digest()
+
+
+LIBRARY_ROUTES = [route for route in ROUTES if route[0] != "danted" or route[2] == "socks5h"]
+LIBRARY_IDS = [IDS[ROUTES.index(route)] for route in LIBRARY_ROUTES]
+
+
+@pytest.mark.parametrize(("peer", "auth", "scheme", "host"), LIBRARY_ROUTES, ids=LIBRARY_IDS)
+def test_connect_through_each_proxy(
+    proxy: Callable[..., Proxy], target: Address, peer: str, auth: bool, scheme: str, host: str
+) -> None:
+    url = route_url(proxy, peer, auth, scheme)
+    address = Address("tcp", host=host, port=target.port)
+    with socketeer.connect(address, proxy=url, timeout=10) as conn:
+        exchange_on(conn)
+    with socketeer.connect(address, proxy=str(url).replace("***", PASSWORD), timeout=10) as conn:
+        exchange_on(conn, 1024)
+
+
+@pytest.mark.parametrize(("peer", "auth", "scheme", "host"), LIBRARY_ROUTES, ids=LIBRARY_IDS)
+def test_aio_connect_through_each_proxy(
+    proxy: Callable[..., Proxy], target: Address, peer: str, auth: bool, scheme: str, host: str
+) -> None:
+    url = route_url(proxy, peer, auth, scheme)
+    address = Address("tcp", host=host, port=target.port)
+
+    async def main() -> None:
+        conn = await socketeer.aio.connect(address, proxy=url, timeout=10)
+        try:
+            await exchange_on_async(conn)
+        finally:
+            await conn.aclose()
+
+    asyncio.run(main())
+
+
+def test_connect_through_the_environment(
+    proxy: Callable[..., Proxy], target: Address, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = proxy("microsocks").url("socks5h")
+    monkeypatch.setenv("ALL_PROXY", str(url))
+    with socketeer.connect(target, proxy="env", timeout=10) as conn:
+        exchange_on(conn, 1024)
+
+
+def test_connect_errors_name_the_cause(
+    proxy: Callable[..., Proxy], target: Address, refused: Address, no_fd_leak: None
+) -> None:
+    dead = ProxyURL.parse(f"socks5://u:hunter2@127.0.0.1:{refused.port}")
+    with pytest.raises(ProxyUnreachable) as caught:
+        socketeer.connect(target, proxy=dead, timeout=5)
+    assert str(caught.value) == (
+        f"proxy unreachable: socks5://u:***@127.0.0.1:{refused.port} (connection refused)"
+    )
+    url = proxy("microsocks", auth=True).url("socks5", f"{USER}:hunter2@")
+    with pytest.raises(ProxyAuthError, match="rejected the user name and password"):
+        socketeer.connect(target, proxy=url, timeout=5)
+    url = proxy("tinyproxy").url("http")
+    with pytest.raises(ProxyTargetUnreachable, match=str(refused)):
+        socketeer.connect(refused, proxy=url, timeout=5)
+
+    async def main() -> None:
+        with pytest.raises(ProxyUnreachable):
+            await socketeer.aio.connect(target, proxy=dead, timeout=5)
+        with pytest.raises(ProxyTargetUnreachable):
+            await socketeer.aio.connect(refused, proxy=url, timeout=5)
+
+    asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def tls_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Address, str]]:
+    """A TLS server for 127.0.0.1 (a throwaway CA) that greets, then exchanges as ``target``."""
+    import trustme
+
+    from socketeer.tls import TLSConfig
+
+    folder = tmp_path_factory.mktemp("proxy-tls")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    chain = ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem
+    chain.write_to_path(str(folder / "server.pem"))
+    listener = socketeer.listen("tls://127.0.0.1:0", tls=TLSConfig(cert=str(folder / "server.pem")))
+
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn = listener.accept(timeout=30)
+            except (socketeer.TLSError, Timeout):
+                continue  # a client that did not trust us, or none for a while
+            with conn, contextlib.suppress(socketeer.SocketeerError):
+                conn.timeout = 30
+                conn.send(GREETING)
+                (size,) = struct.unpack("!Q", conn.recv_exactly(8))
+                data = conn.recv_exactly(size)
+                conn.send(hashlib.sha256(data).digest() + data + hashlib.sha256(data).digest())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.address, str(folder / "ca.pem")
+    done.set()
+    socket.create_connection(("127.0.0.1", listener.address.port), 5).close()  # wake its accept
+    thread.join(10)
+    listener.close()
+
+
+@pytest.mark.parametrize("scheme", ["socks5h", "http"])
+def test_tls_through_a_proxy_verifies_the_target(
+    proxy: Callable[..., Proxy], tls_target: tuple[Address, str], scheme: str
+) -> None:
+    from socketeer.tls import TLSConfig
+
+    address, ca = tls_target
+    url = proxy("microsocks" if scheme == "socks5h" else "tinyproxy").url(scheme)
+    with socketeer.connect(address, proxy=url, tls=TLSConfig(ca=ca), timeout=10) as conn:
+        assert conn.is_tls
+        exchange_on(conn)
+    with pytest.raises(socketeer.TLSError):  # the system's trust store knows no such CA
+        socketeer.connect(address, proxy=url, timeout=10)
