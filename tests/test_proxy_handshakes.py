@@ -104,6 +104,8 @@ def test_url_never_shows_the_password() -> None:
         ("socks5://" + "u" * 256 + ":p@proxy:1080", "1 to 255 bytes"),
         ("socks5h://u:" + "p" * 256 + "@proxy:1080", "at most 255 bytes"),
         ("http://[::1:3128", "unbalanced brackets"),
+        ("http://u:a%0D%0AX:%20y@proxy:3128", "cannot hold NUL, CR or LF"),
+        ("socks4a://a%00b@proxy:1080", "cannot hold NUL, CR or LF"),
     ],
 )
 def test_url_errors_name_the_reason_and_the_forms(text: str, reason: str) -> None:

@@ -58,6 +58,9 @@ class ProxyURL:
             raise _bad(str(self), "SOCKS4 has a user id but no password")
         if self.password is not None and self.username is None:
             raise _bad(str(self), "a password needs a user name")
+        for value in (self.username or "", self.password or ""):
+            if any(c in value for c in "\0\r\n"):  # they would end a SOCKS4 field or an HTTP line
+                raise _bad(str(self), "a user name or password cannot hold NUL, CR or LF")
         if self.scheme in ("socks5", "socks5h"):
             if self.username is not None and not 0 < len(self.username.encode()) <= _FIELD_MAX:
                 raise _bad(str(self), "a SOCKS5 user name is 1 to 255 bytes")
