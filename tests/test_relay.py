@@ -10,7 +10,6 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +19,8 @@ from socketeer import aio
 from socketeer.proxyproto import encode_v2, parse_proxy_header
 
 from .conftest import SOCKETEER, Background, cli_env, require_peer
+from .swap import BLOCK, blocks, digest_of
 
-BLOCK = 1 << 20
 MODELS = ["thread", "fork", "async"]
 
 
@@ -29,20 +28,6 @@ MODELS = ["thread", "fork", "async"]
 def model(request: pytest.FixtureRequest) -> str:
     """Every stream relay test runs in every server model."""
     return str(request.param)
-
-
-def blocks(count: int, seed: bytes) -> Iterator[bytes]:
-    """``count`` MiB: a random MiB, each copy numbered so reordering would show."""
-    body = hashlib.shake_256(seed).digest(BLOCK - 8)
-    for i in range(count):
-        yield struct.pack("!Q", i) + body
-
-
-def digest_of(count: int, seed: bytes) -> str:
-    h = hashlib.sha256()
-    for block in blocks(count, seed):
-        h.update(block)
-    return h.hexdigest()
 
 
 def drain(sock: socket.socket) -> tuple[str, int]:
