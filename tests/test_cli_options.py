@@ -226,7 +226,7 @@ def test_log_levels() -> None:
     "argv",
     [
         # Refused while parsing: nothing is bound or connected, so no port is real.
-        ["relay", "--proxy", "socks5://127.0.0.1:0", ADDRESS, "tcp://127.0.0.1:9"],
+        ["relay", "--proxy-proto", "v1", ADDRESS, "tcp://127.0.0.1:9"],
         ["relay", "--accept", ADDRESS, "tcp://127.0.0.1:9"],
         ["serve", "--work", "2", ADDRESS, "echo"],
         ["connect", "--time", "1", "127.0.0.1:9"],

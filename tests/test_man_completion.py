@@ -158,7 +158,10 @@ def test_bash_registers_a_function_for_socketeer(bash_script: Path) -> None:
         ("socketeer listen unix", ["unix:", "unix-dgram:"]),
         ("socketeer connect ", list(SCHEMES)),
         ("socketeer relay 127.0.0.1:0 ex", ["exec:"]),
-        ("socketeer relay --model async 127.0.0.1:0 127.0.0.1:1 --pro", ["--proxy-protocol"]),
+        (
+            "socketeer relay --model async 127.0.0.1:0 127.0.0.1:1 --pro",
+            ["--proxy", "--proxy-protocol"],
+        ),
         ("socketeer relay tcp://127.0.0.1:0 unix-d", ["unix-dgram:"]),
         ("socketeer connect unix-dgram:", []),
         ("socketeer connect tcp:", ["//"]),

@@ -24,7 +24,7 @@ from .errors import SocketeerError, Timeout, UsageError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
-    from typing import TypeVar
+    from typing import Any, TypeVar
 
     _T = TypeVar("_T")
 
@@ -106,10 +106,7 @@ def retrying(
 
 
 def _check(
-    address: Address,
-    timeout: float | None,
-    tls: object | None,
-    source: str | Address | None,
+    address: Address, timeout: float | None, tls: object | None, options: dict[str, Any]
 ) -> None:
     """One look at ``address``: connected (and handshaken), then closed, nothing sent."""
     if address.is_datagram:
@@ -124,7 +121,7 @@ def _check(
         return
     from .connection import connect
 
-    connect(address, timeout=timeout, tls=tls, source=source).close()
+    connect(address, timeout=timeout, tls=tls, **options).close()
 
 
 def wait_for(
@@ -133,7 +130,7 @@ def wait_for(
     timeout: float | None,
     connect_timeout: float | None = None,
     tls: object | None = None,
-    source: str | Address | None = None,
+    **options: Any,
 ) -> list[Address]:
     """Wait until every address is up (see the module for what "up" means per scheme).
 
@@ -141,8 +138,9 @@ def wait_for(
     waits without limit. An address once up is not checked again. Each attempt
     is bounded by ``connect_timeout`` and by what is left of ``timeout``.
     ``tls`` applies to the ``tls://`` addresses (default: verified against the
-    system's CAs); ``source`` binds the local end of stream checks. Returns the
-    parsed addresses.
+    system's CAs); the other keyword arguments are ``connect``'s (``source``,
+    ``proxy``, ``bind_device``, ...) for the stream checks. Returns the parsed
+    addresses.
 
     Raises:
         AddressError, UsageError: a malformed address, or one that cannot be
@@ -157,7 +155,7 @@ def wait_for(
     targets = list(dict.fromkeys(Address.parse(a) for a in addresses))
     for target in targets:
         if target.scheme in ("fd", "systemd") or (target.is_datagram and target.scheme == "udp"):
-            _check(target, 0, None, None)  # raises the usage error
+            _check(target, 0, None, {})  # raises the usage error
     end = None if timeout is None else time.monotonic() + timeout
     failures: dict[Address, SocketeerError] = {}
     pending = list(targets)
@@ -167,7 +165,7 @@ def wait_for(
             left = None if end is None else end - time.monotonic()
             limit = _attempt_timeout(connect_timeout, left if timeout else None)
             try:
-                _check(target, limit, tls if target.is_tls else None, source)
+                _check(target, limit, tls if target.is_tls else None, options)
             except UsageError:
                 raise
             except SocketeerError as error:

@@ -30,6 +30,8 @@ from ._stdio import read_stdin, to_crlf, write_stdout
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ..access import AccessList
 
 DEFAULT_REPLY_WAIT = 1.0
@@ -139,11 +141,17 @@ def datagram_client(
     crlf: bool,
     session: SessionOptions | None = None,
     capture: Capture | None = None,
+    bind: Address | None = None,
+    options: dict[str, Any] | None = None,
 ) -> int:
+    """``options`` are ``open_datagram``'s socket options; ``bind`` is ``--source``."""
     session = session or SessionOptions()
     wait = idle_timeout or DEFAULT_REPLY_WAIT
     splitter = _LineSplitter(crlf)
-    with open_datagram(address) as endpoint, selectors.PollSelector() as selector:
+    with (
+        open_datagram(address, bind=bind, **(options or {})) as endpoint,
+        selectors.PollSelector() as selector,
+    ):
         traffic = _Traffic(endpoint, report, session, capture)
         report.info(f"sending to {endpoint.peer or address} from {endpoint.local}")
         stdin_open = session.send
@@ -180,11 +188,15 @@ def datagram_server(
     access: AccessList | None = None,
     session: SessionOptions | None = None,
     capture: Capture | None = None,
+    options: dict[str, Any] | None = None,
 ) -> int:
     """Datagrams to stdout, stdin to the latest sender; ``access`` drops the denied."""
     session = session or SessionOptions()
     splitter = _LineSplitter(crlf)
-    with open_datagram(bind=address) as endpoint, selectors.PollSelector() as selector:
+    with (
+        open_datagram(bind=address, **(options or {})) as endpoint,
+        selectors.PollSelector() as selector,
+    ):
         traffic = _Traffic(endpoint, report, session, capture)
         report.notice(f"listening on {endpoint.local}")
         stdin_open = session.send

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # The longest wait any option may ask for: poll() takes a C int of milliseconds
 # (24.8 days) and settimeout() a time_t, so a larger value would overflow deep
 # in an event loop instead of here. Nobody needs a longer timeout than this;
@@ -75,6 +79,84 @@ def count(text: str) -> int:
     return value
 
 
+def protocols(text: str) -> str:
+    """``--alpn``: comma-separated protocol names, each 1 to 255 ASCII characters (RFC 7301)."""
+    for name in (part.strip() for part in text.split(",")):
+        if not name.isascii() or len(name) > 255:
+            raise argparse.ArgumentTypeError(
+                f"an ALPN protocol is 1 to 255 ASCII characters: {name!r}"
+            )
+    return text
+
+
+def _ranged(text: str, low: int, high: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be from {low} to {high}: {text!r}")
+    return value
+
+
+def byte_size(text: str) -> int:
+    """``--rcvbuf``/``--sndbuf``: 1 to 2**31-1 bytes (setsockopt takes a C int)."""
+    return _ranged(text, 1, 2**31 - 1)
+
+
+def hops(text: str) -> int:
+    """``--ttl``/``--hop-limit``: 1 to 255."""
+    return _ranged(text, 1, 255)
+
+
+def multicast_hops(text: str) -> int:
+    """``--multicast-ttl``: 0 (this host only) to 255."""
+    return _ranged(text, 0, 255)
+
+
+def _library_type(parse: Any, text: str) -> Any:
+    """A library parser as an argparse type: its usage error becomes argparse's."""
+    from ..errors import UsageError
+
+    try:
+        return parse(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def keepalive_timings(text: str) -> Any:
+    """``--keepalive=IDLE,INTERVAL,COUNT`` (``on``: the defaults) as a ``Keepalive``."""
+    from .._sockopts import DEFAULT_KEEPALIVE, Keepalive
+
+    return DEFAULT_KEEPALIVE if text == "on" else _library_type(Keepalive.parse, text)
+
+
+def membership(text: str) -> Any:
+    """``--join GROUP[@IFACE]`` as a ``Membership``."""
+    from .._sockopts import Membership
+
+    return _library_type(Membership.parse, text)
+
+
+def source_address(text: str) -> Any:
+    """``--source ADDR[:PORT]`` (or a bare PORT) as an ``Address``."""
+    from .._sockopts import parse_source
+
+    return _library_type(parse_source, text)
+
+
+def proxy_url(text: str) -> Any:
+    """``--proxy URL`` (or ``env``: ``$ALL_PROXY``) as a ``ProxyURL``."""
+    from ..proxy.url import ProxyURL
+
+    return _library_type(ProxyURL.parse, text)
+
+
+# Options whose value must be attached (``--keepalive=5,1,3``): the bare flag
+# means the defaults, and the word after it is never taken as its value.
+ATTACHED_ONLY = {"--keepalive": "--keepalive=on"}
+
+
 # -- one option each, shared with different wording --------------------------------
 
 
@@ -135,6 +217,113 @@ def add_session(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="send stdin a line at a time, S seconds apart (nc -i)",
     )
+
+
+def add_socket(
+    parser: argparse.ArgumentParser,
+    *,
+    keepalive_default: bool,
+    connects: bool = False,
+    listens: bool = False,
+    datagrams: bool = True,
+    to: str = "",
+) -> None:
+    """Socket options (``SocketArgs``): what a command connects with, listens with, or both.
+
+    ``to`` names the side the connecting options apply to (relay: "TO").
+    Every destination exists on every parser that has the group.
+    """
+    group = parser.add_argument_group("socket options")
+    side = f"{to}: " if to else ""
+    if connects:
+        group.add_argument(
+            "--source",
+            dest="local_source",  # not "source": relay's FROM is args.source
+            type=source_address,
+            metavar="ADDR[:PORT]",
+            help=f"{side}connect from this local address and/or port (nc -s, -p)",
+        )
+        group.add_argument(
+            "--proxy",
+            type=proxy_url,
+            metavar="URL",
+            help=f"{side}through a proxy: socks4://, socks4a://, socks5://, socks5h:// or "
+            "http:// [USER:PASSWORD@]HOST:PORT; 'env' reads ALL_PROXY",
+        )
+    group.add_argument(
+        "--keepalive",
+        nargs="?",
+        type=keepalive_timings,
+        metavar="IDLE,INTERVAL,COUNT",
+        help="TCP keepalive ("
+        + ("on by default" if keepalive_default else "off by default")
+        + "); --keepalive=IDLE,INTERVAL,COUNT sets the timings (default 60,10,6)",
+    )
+    group.add_argument(
+        "--no-keepalive", dest="keepalive", action="store_false", help="no TCP keepalive"
+    )
+    group.add_argument(
+        "--bind-device",
+        metavar="IFACE",
+        help=f"{side}only use this network interface (SO_BINDTODEVICE; needs privileges)",
+    )
+    group.add_argument("--rcvbuf", type=byte_size, metavar="N", help="socket receive buffer")
+    group.add_argument("--sndbuf", type=byte_size, metavar="N", help="socket send buffer")
+    group.add_argument("--ttl", type=hops, metavar="N", help="IP time to live (and IPv6 hops)")
+    group.add_argument("--hop-limit", type=hops, metavar="N", help="IPv6 hop limit")
+    if listens:
+        group.add_argument(
+            "--ipv6-only",
+            action="store_true",
+            default=None,
+            help="an IPv6 listener takes no IPv4 clients (IPV6_V6ONLY)",
+        )
+    if datagrams:
+        group.add_argument(
+            "--broadcast", action="store_true", help="UDP: allow sending to broadcast addresses"
+        )
+        if listens:
+            group.add_argument(
+                "--join",
+                action="append",
+                type=membership,
+                default=[],
+                metavar="GROUP[@IFACE]",
+                help="UDP: join this multicast group (repeat for more)",
+            )
+        group.add_argument(
+            "--multicast-ttl", type=multicast_hops, metavar="N", help="UDP: multicast hops"
+        )
+        loop = group.add_mutually_exclusive_group()
+        loop.add_argument(
+            "--multicast-loop",
+            dest="multicast_loop",
+            action="store_const",
+            const=True,
+            help="UDP: receive our own multicast (the system default)",
+        )
+        loop.add_argument(
+            "--no-multicast-loop",
+            dest="multicast_loop",
+            action="store_const",
+            const=False,
+            help="UDP: do not receive our own multicast",
+        )
+    declared = {action.dest for action in parser._actions}
+    absent = {k: v for k, v in _SOCKET_DEFAULTS.items() if k not in declared}
+    # keepalive=None: neither flag given, the command's default applies.
+    parser.set_defaults(keepalive=None, keepalive_default=keepalive_default, **absent)
+
+
+_SOCKET_DEFAULTS: dict[str, object] = {
+    "local_source": None,
+    "proxy": None,
+    "ipv6_only": None,
+    "join": [],
+    "broadcast": False,
+    "multicast_ttl": None,
+    "multicast_loop": None,
+}
 
 
 def add_access(parser: argparse.ArgumentParser, verb: str) -> None:
@@ -216,7 +405,9 @@ def add_tls(parser: argparse.ArgumentParser, *, server: bool = False, client: bo
         _tls_client(group, side="TO: " if both else "", certificate=not both)
     if both:
         parser.set_defaults(client_cert=None, client_key=None)
-    group.add_argument("--alpn", metavar="PROTOS", help="ALPN protocols, comma-separated")
+    group.add_argument(
+        "--alpn", type=protocols, metavar="PROTOS", help="ALPN protocols, comma-separated"
+    )
 
 
 def _tls_server(group: argparse._ArgumentGroup, *, side: str, ca_flag: str) -> None:

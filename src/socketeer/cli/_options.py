@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 
 def _split(values: list[str]) -> tuple[str, ...]:
     """``--allow A --allow B`` and ``--allow A,B`` alike."""
@@ -103,6 +107,126 @@ class SessionOptions:
             "--delay": self.delay,
         }
         return [name for name, value in names.items() if value]
+
+
+@dataclass(frozen=True)
+class SocketArgs:
+    """The socket options group: --source, --proxy, --keepalive, --bind-device, the
+    buffers, --ttl, --hop-limit, --ipv6-only and the datagram ones, parsed.
+
+    ``keepalive`` is None when neither --keepalive nor --no-keepalive was
+    given: the command's default (``keepalive_default``) then applies.
+    """
+
+    source: Any = None
+    proxy: Any = None
+    keepalive: Any = None
+    keepalive_default: bool = False
+    bind_device: str | None = None
+    rcvbuf: int | None = None
+    sndbuf: int | None = None
+    ttl: int | None = None
+    hop_limit: int | None = None
+    ipv6_only: bool | None = None
+    broadcast: bool = False
+    join: tuple[Any, ...] = ()
+    multicast_ttl: int | None = None
+    multicast_loop: bool | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> SocketArgs:
+        return cls(
+            args.local_source,
+            args.proxy,
+            args.keepalive,
+            args.keepalive_default,
+            args.bind_device,
+            args.rcvbuf,
+            args.sndbuf,
+            args.ttl,
+            args.hop_limit,
+            args.ipv6_only,
+            args.broadcast,
+            tuple(args.join),
+            args.multicast_ttl,
+            args.multicast_loop,
+        )
+
+    def _refuse(self, names: dict[str, object], where: str) -> None:
+        given = [flag for flag, value in names.items() if value not in (None, False, ())]
+        if given:
+            from ..errors import UsageError
+
+            raise UsageError(f"{', '.join(given)}: not for {where}")
+
+    def _keepalive(self) -> Any:
+        return self.keepalive_default if self.keepalive is None else self.keepalive
+
+    def _common(self) -> dict[str, Any]:
+        return {
+            "bind_device": self.bind_device,
+            "rcvbuf": self.rcvbuf,
+            "sndbuf": self.sndbuf,
+            "ttl": self.ttl,
+            "hop_limit": self.hop_limit,
+        }
+
+    def _datagram_only(self) -> dict[str, object]:
+        return {
+            "--broadcast": self.broadcast,
+            "--join": self.join,
+            "--multicast-ttl": self.multicast_ttl,
+            "--multicast-loop/--no-multicast-loop": self.multicast_loop,
+        }
+
+    def for_connect(self, where: object) -> dict[str, Any]:
+        """``connect(...)``'s keyword arguments (a stream client)."""
+        self._refuse(self._datagram_only(), f"a stream connection ({where})")
+        return {
+            **self._common(),
+            "source": self.source,
+            "keepalive": self._keepalive(),
+            "proxy": self.proxy,
+        }
+
+    def for_listen(self, where: object) -> dict[str, Any]:
+        """``listen(...)``'s keyword arguments (a stream listener)."""
+        self._refuse(self._datagram_only(), f"a stream listener ({where})")
+        return {**self._common(), "keepalive": self._keepalive(), "ipv6_only": self.ipv6_only}
+
+    def for_datagram(self, where: object) -> dict[str, Any]:
+        """``open_datagram(...)``'s keyword arguments (keepalive has no meaning there)."""
+        self._refuse({"--proxy": self.proxy}, f"datagrams ({where})")
+        return {
+            **self._common(),
+            "ipv6_only": self.ipv6_only,
+            "broadcast": self.broadcast,
+            "join": self.join,
+            "multicast_ttl": self.multicast_ttl,
+            "multicast_loop": self.multicast_loop,
+        }
+
+    def for_server(self) -> dict[str, Any]:
+        """``Server(...)``'s keyword arguments (it checks them against its address)."""
+        return {
+            **self._common(),
+            "keepalive": self._keepalive(),
+            "ipv6_only": self.ipv6_only,
+            "broadcast": self.broadcast,
+            "join": self.join,
+            "multicast_ttl": self.multicast_ttl,
+            "multicast_loop": self.multicast_loop,
+        }
+
+    def for_relay(self) -> dict[str, Any]:
+        """``relay(...)``'s keyword arguments: --source and --proxy are TO's."""
+        return {
+            **self._common(),
+            "keepalive": self._keepalive(),
+            "ipv6_only": self.ipv6_only,
+            "to_source": self.source,
+            "proxy": self.proxy,
+        }
 
 
 @dataclass(frozen=True)

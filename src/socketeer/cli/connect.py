@@ -16,6 +16,7 @@ from ._options import (
     IdleOptions,
     OutputOptions,
     SessionOptions,
+    SocketArgs,
     StreamOptions,
     TLSClientOptions,
 )
@@ -31,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if len(addresses) > 1:
         raise UsageError("connect takes one ADDRESS (several only with -z)")
     address = addresses[0]
+    sockets = SocketArgs.from_args(args)
     stream = StreamOptions.from_args(args)
     idle = IdleOptions.from_args(args)
     capture = Capture(session)  # a bad path fails before anything connects
@@ -55,13 +57,17 @@ def run(args: argparse.Namespace) -> int:
                 crlf=stream.crlf,
                 session=session,
                 capture=capture,
+                bind=_datagram_source(address, sockets.source),
+                options=sockets.for_datagram(address),
             )
         from ..connection import Connection, connect
         from ..readiness import retrying
         from ._pump import StreamPump
 
+        options = sockets.for_connect(address)
+
         def attempt(limit: float | None) -> Connection:
-            return connect(address, timeout=limit, tls=tls)
+            return connect(address, timeout=limit, tls=tls, **options)
 
         if args.wait:
             conn = retrying(attempt, timeout=args.wait, connect_timeout=args.timeout)
@@ -100,7 +106,17 @@ def _check(args: argparse.Namespace, addresses: list[Address], session: SessionO
         raise UsageError("TLS options need a tls:// address")
     from ..readiness import wait_for
 
-    wait_for(addresses, timeout=args.wait or 0, connect_timeout=args.timeout, tls=tls)
+    sockets = SocketArgs.from_args(args).for_connect("-z")
+    wait_for(addresses, timeout=args.wait or 0, connect_timeout=args.timeout, tls=tls, **sockets)
     for address in addresses:
         report.info(f"{address} is up")
     return 0
+
+
+def _datagram_source(address: Address, source: Address | None) -> Address | None:
+    """``--source`` for a UDP client: the local address to bind, in the target's scheme."""
+    if source is None:
+        return None
+    if not address.is_inet:
+        raise UsageError(f"--source: not for {address} (Unix datagram clients are autobound)")
+    return Address(address.scheme, host=source.host, port=source.port)

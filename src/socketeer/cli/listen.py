@@ -17,6 +17,7 @@ from ._options import (
     IdleOptions,
     OutputOptions,
     SessionOptions,
+    SocketArgs,
     StreamOptions,
     TLSServerOptions,
 )
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     rules = AccessOptions.from_args(args)
     access = AccessList(rules.allow, rules.deny) if rules else None
     session = SessionOptions.from_args(args)
+    sockets = SocketArgs.from_args(args)
     capture = Capture(session)  # a bad path fails before anything listens
     try:
         report = Reporter.from_output(OutputOptions.from_args(args))
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
                 access=access,
                 session=session,
                 capture=capture,
+                options=sockets.for_datagram(address),
             )
         pump = StreamPump(
             report,
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
             session=session,
             capture=capture,
         )
-        with listen(address, tls=tls) as listener:
+        with listen(address, tls=tls, **sockets.for_listen(address)) as listener:
             report.notice(f"listening on {listener.address}")
             if args.keep_open:
                 pump.run(listener, max_conns=args.max_conns, access=access)

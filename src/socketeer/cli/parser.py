@@ -12,12 +12,14 @@ import argparse
 from .. import __version__
 from ..errors import UsageError
 from ._groups import (
+    ATTACHED_ONLY,
     add_access,
     add_idle_timeout,
     add_max_conns,
     add_output,
     add_server,
     add_session,
+    add_socket,
     add_stream,
     add_timeout,
     add_tls,
@@ -64,6 +66,15 @@ class _Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", _Formatter)
         super().__init__(*args, **kwargs)
 
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """``--keepalive`` alone is ``--keepalive=on``: the word after a bare flag is
+        never taken as its value (``connect --keepalive HOST:PORT``)."""
+        if args is not None:
+            args = list(args)
+            end = args.index("--") if "--" in args else len(args)
+            args[:end] = [ATTACHED_ONLY.get(word, word) for word in args[:end]]
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
@@ -106,6 +117,7 @@ def _connect(commands: _Commands, full: bool = True) -> None:
     )
     add_stream(parser)
     add_session(parser)
+    add_socket(parser, keepalive_default=False, connects=True)
     add_tls(parser, client=True)
     add_output(parser)
 
@@ -131,6 +143,7 @@ def _listen(commands: _Commands, full: bool = True) -> None:
     add_idle_timeout(parser, _STREAM_IDLE)
     add_stream(parser)
     add_session(parser)
+    add_socket(parser, keepalive_default=False, listens=True)
     add_access(parser, "accept")
     add_tls(parser, server=True)
     add_output(parser)
@@ -156,6 +169,7 @@ def _serve(commands: _Commands, full: bool = True) -> None:
     add_idle_timeout(parser, "close a connection with no traffic for S seconds")
     add_server(parser, each="connection", where="the address", default_model="thread")
     add_access(parser, "serve")
+    add_socket(parser, keepalive_default=True, listens=True)
     add_tls(parser, server=True)
     add_output(parser, hexdump=False)
 
@@ -205,6 +219,9 @@ def _relay(commands: _Commands, full: bool = True) -> None:
         default_note="async; thread when TO is -",
     )
     add_access(parser, "relay")
+    add_socket(
+        parser, keepalive_default=True, connects=True, listens=True, datagrams=False, to="TO"
+    )
     add_tls(parser, server=True, client=True)
     add_output(parser)
 

@@ -20,6 +20,7 @@ from ._options import (
     IdleOptions,
     OutputOptions,
     ServerOptions,
+    SocketArgs,
     TLSClientOptions,
     TLSServerOptions,
 )
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
             tls_server=tls_server,
             tls_client=tls_client,
             max_sessions=args.max_sessions,
+            **SocketArgs.from_args(args).for_relay(),
         ) as server:
             if server.address is not None:
                 report.notice(f"listening on {server.address}")

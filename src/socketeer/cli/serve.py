@@ -8,7 +8,14 @@ import logging
 from ..address import Address
 from ..server import Server
 from ._log import configure_log
-from ._options import AccessOptions, IdleOptions, OutputOptions, ServerOptions, TLSServerOptions
+from ._options import (
+    AccessOptions,
+    IdleOptions,
+    OutputOptions,
+    ServerOptions,
+    SocketArgs,
+    TLSServerOptions,
+)
 from ._report import Reporter
 from ._tls import server_tls
 
@@ -32,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         deny=access.deny,
         grace=options.grace,
         tls=server_tls(address, TLSServerOptions.from_args(args), report),
+        **SocketArgs.from_args(args).for_server(),
     )
     with server:
         report.notice(f"listening on {server.address}")
