@@ -156,6 +156,7 @@ def _run(argv: list[str], cwd: str) -> tuple[int, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(60 + 4 * int(EXAMPLES or 40))  # about a second per example, more when busy
 def test_no_command_line_ends_in_a_traceback(refusing_port: int) -> None:
     folder = tempfile.mkdtemp(prefix="sk-fuzz-", dir="/tmp")
 
