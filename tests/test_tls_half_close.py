@@ -307,26 +307,24 @@ def test_the_server_side_half_closes_too(certs: Certs) -> None:
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
-def test_aio_tls_shutdown_write_is_a_typed_error_not_a_close(certs: Certs, loop: str) -> None:
-    """asyncio's TLS transports cannot half-close: said at once, the connection left whole."""
+def test_aio_tls_shutdown_write_then_the_whole_reply(certs: Certs, loop: str) -> None:
+    """``aio.Connection.shutdown_write`` over TLS sends close_notify and reads on
+    (tests/test_aio_tls_half_close.py has the rest)."""
     from socketeer import aio
 
-    def echo_line(conn: socketeer.Connection) -> None:
-        conn.send_line(b"echo " + conn.recv_line())
-
     with socketeer.listen("tls://127.0.0.1:0", tls=TLSConfig(cert=certs.server)) as listener:
-        thread = serve_once(listener, echo_line)
+        thread = serve_once(listener, sort_lines)
 
         async def main() -> None:
             conn = await aio.connect(listener.address, tls=TLSConfig(ca=certs.ca), timeout=20)
             async with conn:
-                with pytest.raises(socketeer.UsageError, match="asyncio TLS connections"):
-                    await conn.shutdown_write()
-                await conn.send_line(b"still open")
-                assert await conn.recv_line() == b"echo still open"
+                await conn.send(b"pear\napple\n")
+                await conn.shutdown_write()
+                assert [line async for line in conn] == [b"apple", b"pear"]
 
         aio.run(main(), use_uvloop=loop == "uvloop")
         thread.join(20)
+        assert not thread.is_alive()
 
 
 # -- the CLI: connect and listen -----------------------------------------------------------

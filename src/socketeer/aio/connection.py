@@ -312,26 +312,28 @@ async def _raced_socket(
 async def _tls_client(
     sock: socket.socket, setup: Any, target: Address, timeout: float | None, deadline: Deadline
 ) -> Connection:
-    """The client handshake on the loop, with the same checks and errors as the blocking one."""
+    """The client handshake on the loop, with the same checks and errors as the blocking one.
+
+    TLS runs in ``_tls`` over a plain transport (not the loop's ``ssl=``),
+    so the connection can half-close (close_notify, then read on).
+    """
     from ..tls import DEFAULT_HANDSHAKE_TIMEOUT, check_pin, server_hostname
+    from ._tls import start_tls
 
     context, config = setup
     left = deadline.remaining()
     limit = left if left is not None else DEFAULT_HANDSHAKE_TIMEOUT
-    loop = asyncio.get_running_loop()
+    protocol = StreamProtocol()
     try:
         with translate_errors("TLS handshake", target):
             try:
-                protocol = StreamProtocol()
-                transport, _ = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: protocol,  # uvloop returns its SSL protocol, not ours
-                        sock=sock,
-                        ssl=context,
-                        server_hostname=server_hostname(config, target),
-                        ssl_handshake_timeout=limit,
-                    ),
-                    limit + 1.0,
+                transport = await start_tls(
+                    sock,
+                    context,
+                    protocol,
+                    server_side=False,
+                    server_hostname=server_hostname(config, target),
+                    timeout=limit,
                 )
             except (asyncio.TimeoutError, TimeoutError):
                 raise Timeout(f"TLS handshake timed out after {limit:g}s: {target}") from None
@@ -345,6 +347,24 @@ async def _tls_client(
         conn.close()
         raise
     return conn
+
+
+async def _tls_server(
+    sock: socket.socket, context: Any, protocol: StreamProtocol, address: Address | None
+) -> asyncio.Transport:
+    """The server handshake on an accepted socket (``from_socket(tls_server=...)``)."""
+    from ..tls import DEFAULT_HANDSHAKE_TIMEOUT
+    from ._tls import start_tls
+
+    where = address or "socket"
+    limit = DEFAULT_HANDSHAKE_TIMEOUT
+    with translate_errors("accept", where):
+        try:
+            return await start_tls(
+                sock, context, protocol, server_side=True, server_hostname=None, timeout=limit
+            )
+        except (asyncio.TimeoutError, TimeoutError):
+            raise Timeout(f"TLS handshake timed out after {limit:g}s: {where}") from None
 
 
 @final
@@ -392,23 +412,21 @@ class Connection(AsyncResource):
         """Wrap a connected stream socket on the running loop.
 
         ``tls_server`` (an ``ssl.SSLContext``) runs the server side of a TLS
-        handshake first (an accepted client).
+        handshake first (an accepted client), within ``tls.DEFAULT_HANDSHAKE_TIMEOUT``.
+
+        Raises:
+            TLSError, Timeout: the handshake failed or took too long (the socket closed).
         """
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        extra: dict[str, Any] = {}
-        if tls_server is not None:
-            from ..tls import DEFAULT_HANDSHAKE_TIMEOUT
-
-            extra = {"ssl": tls_server, "ssl_handshake_timeout": DEFAULT_HANDSHAKE_TIMEOUT}
+        protocol = StreamProtocol()
+        transport: asyncio.Transport
         try:
-            with translate_errors("accept" if tls_server else "connect", address or "socket"):
-                protocol = StreamProtocol()
-                transport, _ = await loop.connect_accepted_socket(
-                    lambda: protocol,  # uvloop returns its SSL protocol, not ours
-                    sock,
-                    **extra,
-                )
+            if tls_server is not None:
+                transport = await _tls_server(sock, tls_server, protocol, address)
+            else:
+                with translate_errors("connect", address or "socket"):
+                    transport, _ = await loop.connect_accepted_socket(lambda: protocol, sock)
         except BaseException:
             sock.close()
             raise
@@ -481,24 +499,26 @@ class Connection(AsyncResource):
     async def shutdown_write(self) -> None:
         """Half-close: the peer reads EOF, and this side can still receive.
 
+        Over TCP and Unix sockets that is ``SHUT_WR``; over TLS it is
+        close_notify, after everything sent before it, and ``recv`` goes on
+        returning what the peer sends until its own close_notify or FIN, then
+        ``b""`` (as ``socketeer.Connection.shutdown_write``).
+
         Raises:
-            UsageError: on TLS. asyncio's TLS transport (and uvloop's) sends
-                close_notify only as it closes, and reports
-                ``can_write_eof() == False``; its SSL object is the
-                transport's own, so writing close_notify through it would
-                leave the record unsent and the peer's close_notify taken as
-                a fatal error. The blocking ``socketeer.Connection`` (and the
-                CLI) half-close over TLS (docs/tls.md, "Half-close").
+            UsageError: a TLS connection of ``serve``'s asyncio runner, whose
+                transport is the loop's own (``can_write_eof()`` is False:
+                it sends close_notify only as it closes).
         """
         self._check_open()
+        if self._transport.can_write_eof():
+            if not self._transport.is_closing():
+                self._transport.write_eof()  # TLS (aio._tls): close_notify
+            return
         if self.is_tls:
             raise UsageError(
-                "asyncio TLS connections have no half-close (the transport sends "
-                "close_notify only as it closes): use the blocking socketeer.Connection, "
-                "or close"
+                "this TLS connection has no half-close (the loop's TLS transport sends "
+                "close_notify only as it closes): close it instead"
             )
-        if self._transport.can_write_eof() and not self._transport.is_closing():
-            self._transport.write_eof()
 
     # -- receiving ---------------------------------------------------------------
 
