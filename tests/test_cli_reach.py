@@ -532,3 +532,20 @@ def test_relay_hexdump_in_a_missing_folder_fails_at_once() -> None:
     )
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "/nonexistent/dir/f")
+
+
+def test_listen_recv_only_sends_nothing_to_the_client(background: type) -> None:
+    server = background([*SOCKETEER, "listen", "--recv-only", "127.0.0.1:0"])
+    address = server.wait_listening()
+    assert server.proc.stdin is not None
+    server.proc.stdin.write(b"never sent\n")
+    server.proc.stdin.flush()
+    with socketeer.connect(address, timeout=5) as conn:
+        conn.send(b"hello\n")
+        assert _recv_within(conn, 0.5) == "nothing"  # neither stdin nor a half-close
+        conn.shutdown_write()
+        conn.timeout = 5
+        assert conn.recv() == b""
+    out, _, code = server.finish()
+    assert code == 0
+    assert out == b"hello\n"
