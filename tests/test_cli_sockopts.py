@@ -408,6 +408,11 @@ def test_listen_joins_a_multicast_group(background: type[Background]) -> None:
         (["listen", "--broadcast", "127.0.0.1:0"], "--broadcast"),
         (["serve", "--ttl", "0", "127.0.0.1:0", "echo"], "--ttl"),
         (["relay", "--join", "239.1.1.1", "127.0.0.1:0", "127.0.0.1:9"], "--join"),
+        (["connect", "--alpn", "h2,\u00e9", "tls://127.0.0.1:9"], "ALPN"),  # a traceback once
+        (
+            ["connect", "--multicast-loop", "--no-multicast-loop", "udp://127.0.0.1:9"],
+            "not allowed",
+        ),
     ],
 )
 def test_socket_option_usage_errors(argv: list[str], needle: str) -> None:
