@@ -159,27 +159,42 @@ class TLSProtocol(asyncio.BufferedProtocol):
         """Hand the app every byte the fed records hold (``force``: even if it paused)."""
         if self._ended or (self.app_paused and not force):
             return
-        app = self.app
         drained = False
         try:
-            while force or not self.app_paused:
-                view = app.get_buffer(-1)
-                count = cast(int, self.sslobj.read(len(view), view))  # into view: a count
-                if not count:  # the peer's close_notify, before ours
-                    self._peer_eof = drained = True
-                    break
-                app.buffer_updated(count)
-        except ssl.SSLWantReadError:
-            drained = True
-        except ssl.SSLZeroReturnError:  # the peer's close_notify, after ours
-            self._peer_eof = drained = True
+            while not drained and (force or not self.app_paused):
+                drained = self._fill_app()
         except (ssl.SSLError, OSError) as exc:
             self._fail(exc)
             return
         self._flush()  # a TLS 1.3 key update answered, say
         if drained and self._peer_eof and not self._ended:
             self._ended = True
-            app.eof_received()
+            self.app.eof_received()
+
+    def _fill_app(self) -> bool:
+        """Decrypt into the app's receive area, one record a read, until it is full.
+
+        One ``buffer_updated`` per area, not per 16 KiB record (as asyncio's
+        ``sslproto``): True once every byte fed is read out.
+        """
+        view = self.app.get_buffer(-1)
+        filled = 0
+        try:
+            while filled < len(view):
+                count = cast(int, self.sslobj.read(len(view) - filled, view[filled:]))
+                if not count:  # the peer's close_notify, before ours
+                    self._peer_eof = True
+                    return True
+                filled += count
+        except ssl.SSLWantReadError:
+            return True
+        except ssl.SSLZeroReturnError:  # the peer's close_notify, after ours
+            self._peer_eof = True
+            return True
+        finally:
+            if filled:
+                self.app.buffer_updated(filled)
+        return False
 
     def _fail(self, exc: BaseException) -> None:
         """A record that does not decrypt: the socket is dropped, the app gets ``exc``."""
@@ -326,20 +341,30 @@ async def start_tls(
     server_side: bool,
     server_hostname: str | None,
     timeout: float,
+    where: str,
 ) -> TLSTransport:
     """Run the handshake on a connected non-blocking socket; the transport once done.
 
-    On failure the plain transport is aborted (the socket closed) and the
-    error raised as it came: ``ssl.SSLError`` or ``OSError`` (the caller
-    translates it), ``asyncio.TimeoutError`` after ``timeout`` seconds.
+    Raises:
+        TLSError: the handshake failed, a reset or an early EOF included, as
+            ``tls.wrap_client`` says it (the socket is closed then).
+        Timeout: it took more than ``timeout`` seconds (the socket is closed).
     """
+    from ..errors import Timeout
+    from ..tls import tls_error
+
     loop = asyncio.get_running_loop()
     tls = TLSProtocol(context, app, server_side=server_side, server_hostname=server_hostname)
-    await loop.connect_accepted_socket(lambda: tls, sock)
     try:
+        await loop.connect_accepted_socket(lambda: tls, sock)
         await asyncio.wait_for(tls.handshake, timeout)  # cancelled on timeout
-    except BaseException:
+    except BaseException as exc:
         if tls.raw is not None:
             tls.raw.abort()
+        sock.close()
+        if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+            raise Timeout(f"TLS handshake timed out after {timeout:g}s: {where}") from None
+        if isinstance(exc, OSError):  # ssl.SSLError included
+            raise tls_error(exc, where) from exc
         raise
     return tls.tls_transport

@@ -324,22 +324,15 @@ async def _tls_client(
     left = deadline.remaining()
     limit = left if left is not None else DEFAULT_HANDSHAKE_TIMEOUT
     protocol = StreamProtocol()
-    try:
-        with translate_errors("TLS handshake", target):
-            try:
-                transport = await start_tls(
-                    sock,
-                    context,
-                    protocol,
-                    server_side=False,
-                    server_hostname=server_hostname(config, target),
-                    timeout=limit,
-                )
-            except (asyncio.TimeoutError, TimeoutError):
-                raise Timeout(f"TLS handshake timed out after {limit:g}s: {target}") from None
-    except BaseException:
-        sock.close()
-        raise
+    transport = await start_tls(
+        sock,
+        context,
+        protocol,
+        server_side=False,
+        server_hostname=server_hostname(config, target),
+        timeout=limit,
+        where=str(target),
+    )
     conn = Connection(transport, protocol, timeout=timeout, address=target)
     try:
         check_pin(transport.get_extra_info("ssl_object"), config, target)
@@ -356,15 +349,15 @@ async def _tls_server(
     from ..tls import DEFAULT_HANDSHAKE_TIMEOUT
     from ._tls import start_tls
 
-    where = address or "socket"
-    limit = DEFAULT_HANDSHAKE_TIMEOUT
-    with translate_errors("accept", where):
-        try:
-            return await start_tls(
-                sock, context, protocol, server_side=True, server_hostname=None, timeout=limit
-            )
-        except (asyncio.TimeoutError, TimeoutError):
-            raise Timeout(f"TLS handshake timed out after {limit:g}s: {where}") from None
+    return await start_tls(
+        sock,
+        context,
+        protocol,
+        server_side=True,
+        server_hostname=None,
+        timeout=DEFAULT_HANDSHAKE_TIMEOUT,
+        where=str(address or "socket"),
+    )
 
 
 @final
