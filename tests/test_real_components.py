@@ -397,3 +397,49 @@ def test_redis_benchmark_through_a_tcp_to_unix_relay(
         relay.proc.terminate()
         _, err, code = relay.finish()
         assert code == 0 and b"Traceback" not in err, err
+
+
+@pytest.mark.parametrize("send", ["send-proxy-v2", "send-proxy"])
+@pytest.mark.parametrize("model", ["async", "thread", "fork"])
+def test_haproxy_in_front_of_serve_the_log_names_the_real_client(
+    send: str, model: str, tmp_path: Path, background: type[Background]
+) -> None:
+    haproxy = require_peer("haproxy")
+    server = background(
+        [
+            *SOCKETEER,
+            "serve",
+            "--model",
+            model,
+            "--accept-proxy-protocol",
+            "tcp://127.0.0.1:0",
+            "echo",
+        ],
+        stdin=subprocess.DEVNULL,
+    )
+    port = socketeer.Address.parse(server.wait_listening()).port
+    assert port is not None
+    front = free_port()
+    with program([haproxy, "-db", "-f", str(haproxy_config(tmp_path, front, port, send))]):
+        wait_accepting(front)
+        time.sleep(0.5)  # health checks: plain connects that send nothing
+        baseline = fd_count(server.proc.pid)
+        client = socket.socket()
+        client.bind(("127.0.0.2", 0))  # a client HAProxy is not
+        client.settimeout(10)
+        client.connect(("127.0.0.1", front))
+        client_port = client.getsockname()[1]
+        with client:
+            client.sendall(b"echo me")
+            client.shutdown(socket.SHUT_WR)
+            got = b""
+            while chunk := client.recv(65536):
+                got += chunk
+        assert got == b"echo me"
+        server.wait_for_stderr(f"closed tcp://127.0.0.2:{client_port} ".encode())
+        assert settles_to(server.proc.pid, baseline + 1), fd_count(server.proc.pid)
+    server.proc.terminate()
+    _, err, code = server.finish()
+    assert code == 0, err
+    assert b"Traceback" not in err
+    assert b"warning" not in err.lower() and b"error" not in err.lower(), err[-2000:]

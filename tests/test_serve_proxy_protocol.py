@@ -89,3 +89,24 @@ def test_no_header_is_refused_and_the_server_keeps_serving(server: Server) -> No
 def test_what_cannot_take_a_header_is_a_usage_error(kwargs: dict, message: str) -> None:
     with pytest.raises(socketeer.UsageError, match=message):
         Server(**kwargs, accept_proxy_protocol=True)
+
+
+@pytest.mark.parametrize("handler", ["echo", "discard"])
+@pytest.mark.parametrize("model", ["thread", "fork", "async"])
+def test_builtin_handlers_keep_the_bytes_behind_the_header(handler: str, model: str) -> None:
+    """echo and discard read the bare socket in the blocking models: the bytes that
+    came with the header (already in the connection's buffer) are served first."""
+    srv = Server("tcp://127.0.0.1:0", handler, model=model, accept_proxy_protocol=True)
+    runner = threading.Thread(target=srv.serve_forever)
+    runner.start()
+    try:
+        with socketeer.connect(srv.address, timeout=10) as conn:
+            conn.send(encode_v2(CLIENT, FRONT) + b"first" + b"x" * 100_000)
+            conn.shutdown_write()
+            got = b""
+            while chunk := conn.recv():
+                got += chunk
+        assert got == (b"first" + b"x" * 100_000 if handler == "echo" else b"")
+    finally:
+        srv.shutdown(now=True)
+        runner.join(15)

@@ -164,6 +164,11 @@ class Connection(SocketResource):
         """Bytes read past a PROXY header go back in front of the next read."""
         self._buffer.unread(data)
 
+    def take_buffered(self) -> bytes:
+        """What was received into the buffer and not read yet (b"" mostly): for a
+        caller that reads ``conn.socket`` itself from here on, so none is lost."""
+        return self._buffer.take_all()
+
     @property
     def local(self) -> Address | None:
         """This end's address (None: unnamed, or asked for after close)."""

@@ -380,7 +380,14 @@ def add_server(
         metavar="S",
         help=f"on SIGTERM/SIGINT, let {each}s finish for S seconds (default 5)",
     )
-    add_max_conns(group, f"close clients beyond N open {each}s at once")
+    if each == "connection":  # a server weighs its connections' bytes: it can shed
+        add_max_conns(
+            group,
+            "at N open connections, a new client takes the place of the slowest "
+            "(2 s old or more, under 1 KiB/s; not --model fork), else it is closed at once",
+        )
+    else:
+        add_max_conns(group, f"close clients beyond N open {each}s at once")
     group.add_argument(
         "--log-format",
         choices=("text", "json"),

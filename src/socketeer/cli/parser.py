@@ -168,6 +168,12 @@ def _serve(commands: _Commands, full: bool = True) -> None:
     )
     add_idle_timeout(parser, "close a connection with no traffic for S seconds")
     add_server(parser, each="connection", where="the address", default_model="thread")
+    parser.add_argument(
+        "--accept-proxy-protocol",
+        action="store_true",
+        help="each client starts with a PROXY v1/v2 header (HAProxy send-proxy, nginx "
+        "proxy_protocol): the handler and the log see the client it names",
+    )
     add_access(parser, "serve")
     add_socket(parser, keepalive_default=True, listens=True)
     add_tls(parser, server=True)

@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         deny=access.deny,
         grace=options.grace,
         tls=server_tls(address, TLSServerOptions.from_args(args), report),
+        accept_proxy_protocol=args.accept_proxy_protocol,
         **SocketArgs.from_args(args).for_server(),
     )
     with server:

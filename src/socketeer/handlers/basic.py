@@ -42,6 +42,9 @@ class Echo(Handler):
         moved = 0
         try:
             with translate_errors("echo", conn.peer or conn.local, conn.timeout):
+                if early := conn.take_buffered():  # behind a PROXY header (counted in)
+                    sock.sendall(early)
+                    conn.bytes_sent += len(early)
                 while data := sock.recv(65536):
                     sock.sendall(data)
                     moved += len(data)
@@ -74,6 +77,7 @@ class Discard(Handler):
         sock = conn.socket
         if sock.gettimeout() != conn.timeout:
             sock.settimeout(conn.timeout)
+        conn.take_buffered()  # bytes behind a PROXY header: received, counted, dropped
         moved = 0
         try:
             with translate_errors("discard", conn.peer or conn.local, conn.timeout):

@@ -28,6 +28,14 @@ class ThreadRunner:
         self.stopper = server.stopper
         self.active: dict[Connection, float] = {}  # connection -> when it opened
         self.lock = threading.Lock()
+        # Shedding weighs a connection by its byte counts: a handler that moves
+        # bytes on the raw socket (a relay, a program) leaves them at zero.
+        handler = server.handler
+        self.make_room = (
+            None
+            if handler.takes_socket or getattr(handler, "raw_socket", False)
+            else self._make_room
+        )
 
     def run(self) -> None:
         self.stopper.install_signals()
@@ -43,7 +51,7 @@ class ThreadRunner:
             open_now = len(self.active)
             # With no lists and under the limit the client's address is not even built.
             admitted = not self.server.screens(open_now) or self.server.admit(
-                conn.peer, open_now, self._make_room
+                conn.peer, open_now, self.make_room
             )
             if admitted:
                 self.active[conn] = time.monotonic()
