@@ -35,10 +35,11 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
-# Hours of load, not part of `make test`: 1,000,000 short connections and 10
-# minutes of mixed load through serve (async, thread) and relay, with the
-# servers' memory, descriptors, threads and children sampled every minute.
-# SOAK_ARGS='--connections 20000 --minutes 1' for a short run.
+# About 45 minutes of load, not part of `make test`: 1,000,000 short
+# connections and 10 minutes of mixed load through serve (async, thread) and
+# relay, with the servers' memory, descriptors, threads and children sampled
+# every minute (docs/reliability.md). A short run:
+# make soak SOAK_ARGS='--connections 20000 --minutes 1'.
 .PHONY: soak
 soak: $(STAMP)
 	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
