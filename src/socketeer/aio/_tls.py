@@ -81,9 +81,9 @@ class TLSProtocol(asyncio.BufferedProtocol):
         self._open = False  # the handshake is done: plaintext flows
         self.app_paused = False  # the StreamProtocol asked for no more data
         self._peer_eof = False  # the peer's close_notify or FIN
-        self._ended = False  # the StreamProtocol was told EOF
+        self._ended = False  # the StreamProtocol has had its EOF (or the error)
         self._resume_scheduled = False
-        self._error: BaseException | None = None  # a failed record: the app's error
+        self._error: Exception | None = None  # a record that failed: the app's error
 
     # -- the plain transport's callbacks -----------------------------------------------
 
@@ -119,7 +119,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
             return
         self._decrypt(force=True)  # what arrived before the end is read first
         if self._error is not None:
-            exc = cast(Exception, self._error)
+            exc = self._error
         elif self.write_closed and isinstance(exc, ConnectionResetError):
             exc = None  # a peer that answers our close_notify with a reset: a clean end
         self.app.connection_lost(exc)
@@ -196,7 +196,7 @@ class TLSProtocol(asyncio.BufferedProtocol):
                 self.app.buffer_updated(filled)
         return False
 
-    def _fail(self, exc: BaseException) -> None:
+    def _fail(self, exc: Exception) -> None:
         """A record that does not decrypt: the socket is dropped, the app gets ``exc``."""
         self._ended = True
         self._error = exc
@@ -215,10 +215,15 @@ class TLSProtocol(asyncio.BufferedProtocol):
             self.raw.write(self._outgoing.read())
 
     def encrypt(self, data: bytes | bytearray | memoryview) -> None:
+        """Encrypt onto the socket; a session that cannot is dropped, as a failed read is."""
         view = memoryview(data).cast("B")
-        for start in range(0, len(view), ENCRYPT_CHUNK):
-            self.sslobj.write(view[start : start + ENCRYPT_CHUNK])
-            self._flush()
+        try:
+            for start in range(0, len(view), ENCRYPT_CHUNK):
+                self.sslobj.write(view[start : start + ENCRYPT_CHUNK])
+                self._flush()
+        except (ssl.SSLError, OSError) as exc:
+            self._flush()  # the alert, if OpenSSL wrote one
+            self._fail(exc)
 
     def close_notify(self) -> None:
         """Send close_notify, after everything written; reading goes on (module notes)."""
@@ -350,21 +355,24 @@ async def start_tls(
             ``tls.wrap_client`` says it (the socket is closed then).
         Timeout: it took more than ``timeout`` seconds (the socket is closed).
     """
-    from ..errors import Timeout
+    from ..errors import Timeout, TLSError
     from ..tls import tls_error
 
     loop = asyncio.get_running_loop()
-    tls = TLSProtocol(context, app, server_side=server_side, server_hostname=server_hostname)
+    tls: TLSProtocol | None = None
     try:
+        tls = TLSProtocol(context, app, server_side=server_side, server_hostname=server_hostname)
         await loop.connect_accepted_socket(lambda: tls, sock)
         await asyncio.wait_for(tls.handshake, timeout)  # cancelled on timeout
     except BaseException as exc:
-        if tls.raw is not None:
+        if tls is not None and tls.raw is not None:
             tls.raw.abort()
         sock.close()
         if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
             raise Timeout(f"TLS handshake timed out after {timeout:g}s: {where}") from None
         if isinstance(exc, OSError):  # ssl.SSLError included
             raise tls_error(exc, where) from exc
+        if isinstance(exc, ValueError):  # wrap_bio: a server name it cannot send
+            raise TLSError(f"TLS handshake failed: {exc}: {where}") from exc
         raise
     return tls.tls_transport
