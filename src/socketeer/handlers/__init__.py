@@ -8,6 +8,8 @@
 | exec -- PROG ARGS | PROG per connection on the socket | - |
 | broker | everything to every other client | - |
 | chat | broker with ``<userN>`` names and notices | - |
+| socks5 | a SOCKS5 proxy server (``proxy.Socks5Proxy``) | - |
+| http-proxy | an HTTP CONNECT proxy server (``proxy.HttpProxy``) | - |
 | MODULE:FUNCTION | your function | your function |
 """
 
@@ -25,7 +27,7 @@ from .user import UserHandler
 
 __all__ = ["Ack", "Discard", "Echo", "Exec", "Handler", "Room", "UserHandler", "resolve"]
 
-BUILTIN = ("echo", "discard", "ack", "exec", "broker", "chat")
+BUILTIN = ("echo", "discard", "ack", "exec", "broker", "chat", "socks5", "http-proxy")
 
 
 def resolve(spec: str | Handler | Callable[..., Any], args: Sequence[str] = ()) -> Handler:
@@ -53,6 +55,10 @@ def resolve(spec: str | Handler | Callable[..., Any], args: Sequence[str] = ()) 
         return Ack()
     if spec in ("broker", "chat"):
         return Room(names=spec == "chat")
+    if spec in ("socks5", "http-proxy"):  # options: build the handler (handlers.proxy)
+        from .proxy import HttpProxy, Socks5Proxy
+
+        return Socks5Proxy() if spec == "socks5" else HttpProxy()
     if ":" in spec:
         return UserHandler.from_spec(spec)
     raise UsageError(
