@@ -345,6 +345,34 @@ def add_access(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def add_proxy_server(parser: argparse.ArgumentParser) -> None:
+    """``--user``, ``--target-allow``/``--target-deny``: the socks5 and http-proxy handlers."""
+    group = parser.add_argument_group("proxy handlers (socks5, http-proxy)")
+    group.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="accept this login (repeat for more); with none, no login is asked",
+    )
+    group.add_argument(
+        "--target-allow",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="clients may connect only to these addresses/CIDR networks (a name is "
+        "resolved first and its addresses checked)",
+    )
+    group.add_argument(
+        "--target-deny",
+        action="append",
+        default=[],
+        metavar="NET",
+        help="clients may not connect to these addresses/CIDR networks (default: "
+        "no target refused)",
+    )
+
+
 def add_server(
     parser: argparse.ArgumentParser,
     *,

@@ -17,6 +17,7 @@ from ._groups import (
     add_idle_timeout,
     add_max_conns,
     add_output,
+    add_proxy_server,
     add_server,
     add_session,
     add_socket,
@@ -154,7 +155,7 @@ def _serve(commands: _Commands, full: bool = True) -> None:
         "serve",
         help="a concurrent server on ADDRESS running HANDLER",
         description="Serve many clients at once with a handler: echo, discard, ack, "
-        "exec -- PROG ARGS, broker, chat, or MODULE:FUNCTION.",
+        "exec -- PROG ARGS, broker, chat, socks5, http-proxy, or MODULE:FUNCTION.",
     )
     if not full:
         return  # listed in the top-level help; its options are not needed
@@ -175,6 +176,7 @@ def _serve(commands: _Commands, full: bool = True) -> None:
         "proxy_protocol): the handler and the log see the client it names",
     )
     add_access(parser, "serve")
+    add_proxy_server(parser)
     add_socket(parser, keepalive_default=True, listens=True)
     add_tls(parser, server=True)
     add_output(parser, hexdump=False)

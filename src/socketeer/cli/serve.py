@@ -16,6 +16,7 @@ from ._options import (
     SocketArgs,
     TLSServerOptions,
 )
+from ._proxy_server import proxy_handler
 from ._report import Reporter
 from ._tls import server_tls
 
@@ -27,10 +28,11 @@ def run(args: argparse.Namespace) -> int:
     configure_log(options.log_format, output, default=logging.INFO)  # a line per connection
     report = Reporter.from_output(output)
     address = Address.parse(args.address)
+    handler, handler_args = proxy_handler(args)  # socks5 / http-proxy take serve's options
     server = Server(
         address,
-        args.handler,
-        handler_args=args.args,
+        handler,
+        handler_args=handler_args,
         model=options.model or "thread",  # the parser's default: never None here
         workers=options.workers,
         max_connections=options.max_connections,
