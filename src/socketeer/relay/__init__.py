@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from ..proxy.url import ProxyURL
     from ..server.core import Server
     from .core import StdioRelay
+    from .framed import DatagramTunnel
+    from .retry import RetryPolicy
 
 __all__ = ["DEFAULT_MODEL", "HAS_SPLICE", "DatagramRelay", "RelayHandler", "relay"]
 
@@ -68,7 +70,10 @@ def relay(
     hop_limit: int | None = None,
     ipv6_only: bool | None = None,
     proxy: str | ProxyURL | None = None,
-) -> Server | StdioRelay | DatagramRelay:
+    frame: bool = False,
+    max_frame: int | None = None,
+    retry: RetryPolicy | None = None,
+) -> Server | StdioRelay | DatagramRelay | DatagramTunnel:
     """The relay from FROM to TO; call ``serve_forever()`` on it (and ``close()``).
 
     ``model=None`` picks ``DEFAULT_MODEL`` (the thread model when TO is
@@ -83,12 +88,19 @@ def relay(
     HTTP proxy URL, ``"env"`` for ``ALL_PROXY``) to TO; ``ipv6_only`` to FROM.
     Datagram relays take none of them but keepalive (which they ignore).
 
+    ``frame=True`` carries datagrams over a stream (one side of each kind):
+    each datagram is one SPEC §2 frame of at most ``max_frame`` bytes, and a
+    datagram FROM keeps a stream to TO per sender, connected again as
+    ``retry`` (a ``RetryPolicy``) says (``framed``).
+
     Raises:
         AddressError, UsageError: endpoints that do not parse or do not fit together.
         AddressInUse: FROM is taken.
     """
     src = parse_endpoint(source) if isinstance(source, str) else source
     dst = parse_endpoint(target) if isinstance(target, str) else target
+    if frame or max_frame is not None or retry is not None:
+        return _framed(src, dst, locals())
     src_datagram = isinstance(src, Address) and src.is_datagram
     dst_datagram = isinstance(dst, Address) and dst.is_datagram
     if src_datagram and dst_datagram:
@@ -168,3 +180,70 @@ def relay(
         ipv6_only=ipv6_only,
         **both.kwargs(*_BOTH_SIDES),
     )
+
+
+def _framed(src: Endpoint, dst: Endpoint, given: dict[str, Any]) -> Server | DatagramTunnel:
+    """``relay(..., frame=True)``: a ``DatagramTunnel``, or a server of ``FramedHandler``."""
+    from .framed import FramedHandler, framed_relay
+
+    if not given["frame"]:
+        raise UsageError("max_frame and retry need frame=True (or connect_both)")
+    if not (isinstance(src, Address) and isinstance(dst, Address)):
+        raise UsageError("--frame needs addresses on both sides, not - or exec:")
+    options = {name: given[name] for name in _FRAME_CHECKED}
+    options["allow"], options["deny"] = list(given["allow"]), list(given["deny"])
+    options["workers"] = given["workers"] != 1
+    options["hexdump"] = given["observe"]
+    both = SocketOptions.of(**{name: given[name] for name in ("keepalive", *_BOTH_SIDES[1:])})
+    to_options = SocketOptions.of(
+        source=given["to_source"],
+        bind_device=given["bind_device"],
+        **both.kwargs(*_BOTH_SIDES),
+    )
+    end = framed_relay(
+        src,
+        dst,
+        given=options,
+        max_frame=given["max_frame"],
+        retry=given["retry"],
+        idle_timeout=given["idle_timeout"],
+        max_sessions=given["max_sessions"],
+        connect_timeout=given["connect_timeout"],
+        tls_client=given["tls_client"],
+        to_options=to_options,
+    )
+    if not isinstance(end, FramedHandler):
+        return end
+    from ..server.core import Server
+
+    return Server(
+        src,
+        end,
+        model=given["model"] or "thread",
+        workers=given["workers"],
+        grace=given["grace"],
+        once=given["once"],
+        max_connections=given["max_connections"],
+        idle_timeout=given["idle_timeout"],
+        allow=given["allow"],
+        deny=given["deny"],
+        tls=given["tls_server"],
+        backlog=RELAY_BACKLOG,
+        ipv6_only=given["ipv6_only"],
+        **both.kwargs(*_BOTH_SIDES),
+    )
+
+
+#: The options ``framed_relay`` refuses on the side they do not fit.
+_FRAME_CHECKED = (
+    "once",
+    "max_connections",
+    "proxy_protocol",
+    "accept_proxy_protocol",
+    "tls_server",
+    "tls_client",
+    "model",
+    "proxy",
+    "to_source",
+    "bind_device",
+)
