@@ -109,7 +109,14 @@ class AsyncRunner:
         self.descriptor_room: int | None = None
 
     def run(self) -> None:
-        _loop.run(self._main())
+        try:
+            _loop.run(self._main())
+        finally:
+            import sys  # the relay's spare splice pipes of this thread's loop, if it had any
+
+            looped = sys.modules.get("socketeer.relay.looped")
+            if looped is not None:
+                looped.close_loop_resources()
 
     # -- lifecycle ------------------------------------------------------------------
 
