@@ -509,3 +509,56 @@ def add_output(parser: argparse.ArgumentParser, *, hexdump: bool = True) -> None
         )
     else:
         parser.set_defaults(hexdump=None)
+
+
+def retries(text: str) -> Any:
+    """``--retry N|forever``: N retries after the first attempt (None: forever)."""
+    from ..relay.retry import parse_retry
+
+    try:
+        return parse_retry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def add_joining(parser: argparse.ArgumentParser) -> None:
+    """relay: datagrams over a stream, joining two alike ends, connecting again (SPEC §10)."""
+    group = parser.add_argument_group("tunnels and joining")
+    group.add_argument(
+        "--frame",
+        action="store_true",
+        help="carry datagrams over a stream, each one 4-byte length-prefixed frame: "
+        "one side datagram (a session per sender), the other stream",
+    )
+    group.add_argument(
+        "--max-frame",
+        type=whole,
+        metavar="BYTES",
+        help="with --frame: the largest datagram carried (default 65527); a larger frame "
+        "announced closes its session",
+    )
+    both = group.add_mutually_exclusive_group()
+    both.add_argument(
+        "--connect-both",
+        action="store_true",
+        help="connect to FROM and to TO and join them; connect to both again when either "
+        "closes (retrying forever unless --retry)",
+    )
+    both.add_argument(
+        "--listen-both",
+        action="store_true",
+        help="listen on FROM and on TO and join each client of one with the next of the other",
+    )
+    group.add_argument(
+        "--retry",
+        type=retries,
+        metavar="N|forever",
+        help="a side that connects (--connect-both, --frame's stream TO) tries N more times, "
+        "with exponential backoff and jitter, each attempt logged; then exit 1",
+    )
+    group.add_argument(
+        "--retry-delay",
+        type=pause,
+        metavar="S",
+        help="the wait before the first retry (default 1), doubled each time up to 30",
+    )

@@ -15,6 +15,7 @@ from ._groups import (
     ATTACHED_ONLY,
     add_access,
     add_idle_timeout,
+    add_joining,
     add_max_conns,
     add_output,
     add_proxy_server,
@@ -231,6 +232,7 @@ def _relay(commands: _Commands, full: bool = True) -> None:
         parser, keepalive_default=True, connects=True, listens=True, datagrams=False, to="TO"
     )
     add_tls(parser, server=True, client=True)
+    add_joining(parser)
     add_output(parser)
 
 

@@ -26,6 +26,7 @@ from ._options import (
 )
 from ._report import Reporter
 from ._tls import client_config, server_config, serves_tls
+from .joining import frame_args, joins, run_joined
 
 
 def _is_tls(end: Endpoint) -> bool:
@@ -56,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     tls_client_options = TLSClientOptions.from_args(args)
     # Quieter than serve: warnings only, until -v asks for a line per ended pair.
     configure_log(options.log_format, output, default=logging.WARNING)
+    if joins(args):  # --connect-both, --listen-both
+        return run_joined(args, output)
     source, target = parse_endpoint(args.source), parse_endpoint(args.target)
     _check_tls(source, target, tls_server_options, tls_client_options)
     report = Reporter.from_output(output)
@@ -89,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             tls_server=tls_server,
             tls_client=tls_client,
             max_sessions=args.max_sessions,
+            **frame_args(args),  # --frame, --max-frame, --retry
             **SocketArgs.from_args(args).for_relay(),
         ) as server:
             if server.address is not None:

@@ -26,7 +26,6 @@ import threading
 import time
 from typing import Any
 
-from .._sockopts import CONNECT_OPTIONS, SocketOptions
 from .._tlsopt import client_setup_for
 from ..address import Address
 from ..connection import Connection, connect
@@ -75,7 +74,8 @@ def _log_pair(pair: Pair, first: Address | str, second: Address | str) -> None:
 class ConnectBoth:
     """Connect to ``first`` and ``second``, copy between them, and again when the pair ends.
 
-    ``retry`` applies to every connect (default: forever, from 1 s doubling
+    ``options`` are ``connect()``'s socket keywords (keepalive, source,
+    proxy, ...). ``retry`` applies to every connect (default: forever, from 1 s doubling
     to 30 s); after a pair that moved nothing the next round waits too, so
     a side that accepts and closes at once is not hammered. ``once`` stops
     after the first pair. Nothing is listened on: ``address`` is None.
@@ -94,7 +94,7 @@ class ConnectBoth:
         retry: RetryPolicy | None = None,
         connect_timeout: float | None = 10.0,
         tls_client: object = None,
-        options: SocketOptions | None = None,
+        options: dict[str, Any] | None = None,
         once: bool = False,
         zero_copy: bool = HAS_SPLICE,
     ) -> None:
@@ -110,7 +110,7 @@ class ConnectBoth:
         for end in self.ends:
             setup = client_setup_for(end, tls_client)
             self._tls[end] = setup[1] if setup is not None else None
-        self._options = (options or SocketOptions()).kwargs(*CONNECT_OPTIONS)
+        self._options = options or {}  # connect()'s socket options: keepalive, source, ...
         self.stopper = Stopper()
         self.pairs = 0  # pairs joined so far
         self._closing = threading.Event()
