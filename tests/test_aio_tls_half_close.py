@@ -150,6 +150,43 @@ def test_half_close_while_the_peer_is_still_sending(certs: Certs, loop: str, ver
     assert got[-1].endswith(b"reply:request")
 
 
+def test_half_close_with_the_reader_paused(certs: Certs, loop: str) -> None:
+    """More than the reader's 1 MiB arrives unread (reading paused, and as a rule
+    records left in the incoming BIO): the half-close decrypts them first, none lost."""
+    payload = os.urandom(1_300_000)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    all_sent = threading.Event()
+    tail: list[bytes] = []
+
+    def serve() -> None:
+        raw, _ = listener.accept()
+        with certs.server_context().wrap_socket(raw, server_side=True) as tls:
+            tls.settimeout(20)
+            tls.sendall(payload)
+            all_sent.set()
+            while data := tls.recv(65536):  # to our close_notify
+                tail.append(data)
+            tls.sendall(b"end")
+            tls.unwrap()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def main() -> None:
+        address = f"tls://127.0.0.1:{port}"
+        async with await aio.connect(address, tls=certs.client_context(), timeout=20) as conn:
+            assert await asyncio.to_thread(all_sent.wait, 20)
+            await conn.shutdown_write()
+            assert await read_to_eof(conn) == payload + b"end"
+
+    try:
+        run(loop, main, peer=thread)
+    finally:
+        listener.close()
+    assert tail == []
+
+
 # -- the server side: aio.listen and from_socket(tls_server=...) ------------------------------
 
 
