@@ -13,6 +13,7 @@ import contextlib
 import http.server
 import os
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -328,6 +329,53 @@ def test_an_unknown_host_is_host_unreachable() -> None:
     with running(Socks5Proxy()) as server:
         code = socks5_reply_code(server.address.port, connect_request("no-such-host.invalid", 80))
     assert code == 4
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    import trustme
+
+    folder = tmp_path_factory.mktemp("proxy-tls")
+    ca = trustme.CA()
+    ca_path, pem = folder / "ca.pem", folder / "server.pem"
+    ca.cert_pem.write_to_path(str(ca_path))
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(pem))
+    return str(ca_path), str(pem)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_proxies_over_tls(
+    background: type[Background], tls_files: tuple[str, str], web: int, echo: int, model: str
+) -> None:
+    """``serve tls://… http-proxy`` is an HTTPS proxy (curl ``-x https://``); socks5 too."""
+    require_peer("curl")
+    ca, pem = tls_files
+    for handler in ("http-proxy", "socks5"):
+        proc = background(
+            [*SOCKETEER, "serve", "tls://127.0.0.1:0", handler, "--cert", pem, "--model", model]
+        )
+        port = int(proc.wait_listening().rsplit(":", 1)[1])
+        if handler == "http-proxy":
+            result = curl(
+                "-p",
+                "--proxy-cacert",
+                ca,
+                "-x",
+                f"https://127.0.0.1:{port}",
+                f"http://127.0.0.1:{web}/",
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.encode() == PAGE
+            continue
+        context = ssl.create_default_context(cafile=ca)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+                sock.sendall(s.encode_socks5_greeting([s.NO_AUTH]))
+                assert _recv_exactly(sock, 2) == b"\x05\x00"
+                sock.sendall(connect_request("127.0.0.1", echo))
+                assert _recv_exactly(sock, 10)[:2] == b"\x05\x00"
+                sock.sendall(b"sealed\n")
+                assert _recv_exactly(sock, 7) == b"sealed\n"
 
 
 # -- socketeer's own client through it ---------------------------------------------------

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._deadline import Deadline
 from .._flow import would_block
+from .._reach import prepare_connect
 from .._sockio import connected_socket, error_for, translate_errors
 from .._sockopts import DEFAULT_KEEPALIVE, SocketOptions
 from ..access import AccessList, Network
@@ -117,8 +118,6 @@ class ProxyServer(RelayHandler):
         self.observe = None
         self.tls_setup = None
         self.to_options = SocketOptions(keepalive=DEFAULT_KEEPALIVE)
-        from .._reach import prepare_connect
-
         self.prepare_to = prepare_connect(self.to_options)
         self.proxy = None
         self.callback_targets = None  # every client is set up in a task
@@ -155,10 +154,9 @@ class ProxyServer(RelayHandler):
         """
         found: list[Address] = []
         for row in rows:
-            ip = row[4][0]
-            candidate = Address("tcp", ip.split("%", 1)[0] if "%" in ip else ip, port)
+            candidate = Address("tcp", row[4][0], port)
             if self.targets.permits(candidate) and candidate not in found:
-                found.append(Address("tcp", ip, port))
+                found.append(candidate)
         if not found:
             shown = ", ".join(sorted({row[4][0] for row in rows}))
             where = _authority(host, port)
@@ -312,13 +310,14 @@ class HttpProxy(ProxyServer):
 class _ProxyLoopClient(LoopClient):
     """The relay's loop client, set up by the proxy handshake instead of a fixed TO."""
 
-    __slots__ = ("target_label",)
+    __slots__ = ("handshake_bytes", "target_label")
 
     async def _set_up(self) -> None:
         handler = self.handler
         assert isinstance(handler, ProxyServer)
         upstream: Any = None
         self.target_label = "target"
+        self.handshake_bytes = (0, 0)
         try:
             if self.tls_context is not None:
                 from ..aio._ready import handshake
@@ -331,7 +330,7 @@ class _ProxyLoopClient(LoopClient):
                 await handshake(stepped)
             hs = handler.handshake()
             try:
-                await _drive(self.sock, hs, handler)
+                self.handshake_bytes = await _drive(self.sock, hs, handler)
             except ProxyRefused:
                 await _send_all(self.sock, hs.data_to_send())
                 raise
@@ -344,7 +343,9 @@ class _ProxyLoopClient(LoopClient):
                 await _send_all(self.sock, hs.data_to_send())
                 raise
             handler.answer(hs, upstream)
-            await _send_all(self.sock, hs.data_to_send())
+            answer = hs.data_to_send()
+            await _send_all(self.sock, answer)
+            self.handshake_bytes = (self.handshake_bytes[0], self.handshake_bytes[1] + len(answer))
             handler.tunnelled(self.peer, hs, upstream)
             self.target_label = _authority(host, port)
             self._start_pair(upstream)
@@ -356,6 +357,11 @@ class _ProxyLoopClient(LoopClient):
             self._fail(upstream, error_for(exc, "proxy", "client", None))
         finally:
             self.task = None
+
+    def _ended(self, pair: LoopPair) -> None:
+        """The close line counts the handshake too, as the blocking models' does."""
+        received, sent = self.handshake_bytes
+        self.finished(pair.bytes_up + received, pair.bytes_down + sent, pair.error)
 
     def _start_pair(self, upstream: Any) -> LoopPair:
         from ..relay.looped import LoopPair, loop_resources
@@ -376,10 +382,14 @@ class _ProxyLoopClient(LoopClient):
         return self.pair
 
 
-async def _drive(sock: Any, hs: Any, handler: ProxyServer) -> None:
-    """The client's side of the handshake on a non-blocking socket, within its deadline."""
+async def _drive(sock: Any, hs: Any, handler: ProxyServer) -> tuple[int, int]:
+    """The client's side of the handshake on a non-blocking socket, within its deadline.
+
+    Returns the bytes received and sent.
+    """
     from ..aio._ready import fd_ready
 
+    received = sent = 0
     deadline = time.monotonic() + handler.handshake_timeout
     while wanted := hs.wanted():
         try:
@@ -395,9 +405,12 @@ async def _drive(sock: Any, hs: Any, handler: ProxyServer) -> None:
             continue
         except OSError as exc:
             raise error_for(exc, "recv", "client", None) from None
+        received += len(data)
         hs.receive_data(data)
         if out := hs.data_to_send():
             await _send_all(sock, out)
+            sent += len(out)
+    return received, sent
 
 
 async def _send_all(sock: Any, data: bytes) -> None:
