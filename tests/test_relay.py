@@ -507,7 +507,7 @@ def test_accept_proxy_protocol(background: type[Background], model: str) -> None
     ("argv", "message"),
     [
         (["tcp://127.0.0.1:0", "udp://127.0.0.1:9"], "datagram relay needs datagram addresses"),
-        (["exec:cat", "tcp://127.0.0.1:9"], "exec: can only be the TO side"),
+        (["exec:no-such-program-xyz", "tcp://127.0.0.1:9"], "program not found"),
         (["tcp://127.0.0.1:0", "exec:no-such-program-xyz"], "program not found"),
         (["tcp://127.0.0.1:0", "exec:"], "exec: needs a command"),
         (["tcp://127.0.0.1:0", "exec:'unbalanced"], "No closing quotation"),

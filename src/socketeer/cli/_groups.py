@@ -345,6 +345,50 @@ def add_access(parser: argparse.ArgumentParser, verb: str) -> None:
     )
 
 
+def pty_size(text: str) -> Any:
+    """``--pty-size COLSxROWS`` as (columns, rows)."""
+    from .._pty import parse_size
+
+    return _library_type(parse_size, text)
+
+
+def add_programs(parser: argparse.ArgumentParser, command: str) -> None:
+    """A program on the connection, on pipes or a pty; ``command`` says which options."""
+    group = parser.add_argument_group("programs")
+    if command in ("connect", "listen"):
+        group.add_argument(
+            "-e",
+            "--exec",
+            dest="exec_command",
+            metavar="COMMAND",
+            help="run COMMAND (split as a shell would, never run by one) with the connection "
+            "as its stdin and stdout, instead of copying standard I/O; the exit status is its own",
+        )
+    what = {
+        "connect": "--exec's program",
+        "listen": "--exec's program",
+        "serve": "exec's program",
+        "relay": "an exec: program (as pty-exec:)",
+    }[command]
+    group.add_argument(
+        "--pty",
+        action="store_true",
+        help=f"run {what} on a new pseudo-terminal, its controlling terminal",
+    )
+    group.add_argument(
+        "--pty-size",
+        type=pty_size,
+        metavar="COLSxROWS",
+        help="the window size with --pty (default 80x24)",
+    )
+    if command == "relay":
+        group.add_argument(
+            "--append",
+            action="store_true",
+            help="a file: TO is appended to instead of replaced",
+        )
+
+
 def add_proxy_server(parser: argparse.ArgumentParser) -> None:
     """``--user``, ``--target-allow``/``--target-deny``: the socks5 and http-proxy handlers."""
     group = parser.add_argument_group("proxy handlers (socks5, http-proxy)")

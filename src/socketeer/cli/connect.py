@@ -20,6 +20,7 @@ from ._options import (
     StreamOptions,
     TLSClientOptions,
 )
+from ._programs import check_exec, run_program
 from ._report import Reporter
 from ._tls import client_config, client_tls
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if len(addresses) > 1:
         raise UsageError("connect takes one ADDRESS (several only with -z)")
     address = addresses[0]
+    program = check_exec(args, datagram=address.is_datagram)
     sockets = SocketArgs.from_args(args)
     stream = StreamOptions.from_args(args)
     idle = IdleOptions.from_args(args)
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             conn = attempt(args.timeout)
         report.info(f"connected to {conn.peer or address}")
+        if program is not None:
+            return run_program(conn, program, args)
         pump = StreamPump(
             report,
             half_close=stream.half_close,
@@ -93,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace, addresses: list[Address], session: SessionOptions) -> int:
     """``-z``: exit 0 when every address is up, 1 naming each that is not (``NotReady``)."""
     unused = [*session.given, *(["--hexdump"] if args.hexdump else [])]
+    if args.exec_command is not None:
+        unused.append("--exec")
     if args.idle_timeout:
         unused.append("--idle-timeout")
     if unused:

@@ -8,7 +8,7 @@ from .._deadline import Deadline
 from ..access import AccessList
 from ..address import Address
 from ..connection import Connection
-from ..errors import Timeout
+from ..errors import Timeout, UsageError
 from ..listener import Listener, listen
 from ._capture import Capture
 from ._datagram import datagram_server
@@ -21,6 +21,7 @@ from ._options import (
     StreamOptions,
     TLSServerOptions,
 )
+from ._programs import check_exec, run_program
 from ._pump import StreamPump
 from ._report import Reporter
 from ._tls import server_tls
@@ -28,6 +29,9 @@ from ._tls import server_tls
 
 def run(args: argparse.Namespace) -> int:
     address = Address.parse(args.address)
+    program = check_exec(args, datagram=address.is_datagram)
+    if program is not None and args.keep_open:
+        raise UsageError("--exec serves one client: for many, serve ADDRESS exec -- PROG")
     stream = StreamOptions.from_args(args)
     idle = IdleOptions.from_args(args)
     rules = AccessOptions.from_args(args)
@@ -69,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
             conn = _first_client(listener, args.timeout, access, report)
         # Like nc -l: one client, and the listening socket (and its file) is gone.
         report.info(f"connection from {conn.peer or 'local client'}")
+        if program is not None:
+            return run_program(conn, program, args)
         pump.add(conn)
         pump.run()
         return 0

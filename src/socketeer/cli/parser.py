@@ -18,6 +18,7 @@ from ._groups import (
     add_joining,
     add_max_conns,
     add_output,
+    add_programs,
     add_proxy_server,
     add_server,
     add_session,
@@ -75,7 +76,10 @@ class _Parser(argparse.ArgumentParser):
             args = list(args)
             end = args.index("--") if "--" in args else len(args)
             args[:end] = [ATTACHED_ONLY.get(word, word) for word in args[:end]]
-        return super().parse_known_args(args, namespace)
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras[:1] == ["--"] and getattr(parsed, "handler", None) and not parsed.args:
+            parsed.args, extras = extras[1:], []  # serve ADDRESS exec --pty -- PROG ARGS
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
@@ -121,6 +125,7 @@ def _connect(commands: _Commands, full: bool = True) -> None:
     add_session(parser)
     add_socket(parser, keepalive_default=False, connects=True)
     add_tls(parser, client=True)
+    add_programs(parser, "connect")
     add_output(parser)
 
 
@@ -148,6 +153,7 @@ def _listen(commands: _Commands, full: bool = True) -> None:
     add_socket(parser, keepalive_default=False, listens=True)
     add_access(parser, "accept")
     add_tls(parser, server=True)
+    add_programs(parser, "listen")
     add_output(parser)
 
 
@@ -180,6 +186,7 @@ def _serve(commands: _Commands, full: bool = True) -> None:
     add_proxy_server(parser)
     add_socket(parser, keepalive_default=True, listens=True)
     add_tls(parser, server=True)
+    add_programs(parser, "serve")
     add_output(parser, hexdump=False)
 
 
@@ -232,6 +239,7 @@ def _relay(commands: _Commands, full: bool = True) -> None:
         parser, keepalive_default=True, connects=True, listens=True, datagrams=False, to="TO"
     )
     add_tls(parser, server=True, client=True)
+    add_programs(parser, "relay")
     add_joining(parser)
     add_output(parser)
 

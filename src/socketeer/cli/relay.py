@@ -24,6 +24,7 @@ from ._options import (
     TLSClientOptions,
     TLSServerOptions,
 )
+from ._programs import relay_endpoints
 from ._report import Reporter
 from ._tls import client_config, server_config, serves_tls
 from .joining import frame_args, joins, run_joined
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if joins(args):  # --connect-both, --listen-both
         return run_joined(args, output)
     source, target = parse_endpoint(args.source), parse_endpoint(args.target)
+    source, target = relay_endpoints(args, source, target)  # --pty, --pty-size, --append
     _check_tls(source, target, tls_server_options, tls_client_options)
     report = Reporter.from_output(output)
     try:
@@ -93,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             tls_client=tls_client,
             max_sessions=args.max_sessions,
             **frame_args(args),  # --frame, --max-frame, --retry
+            announce=report.notice,  # pty: says where its terminal is
             **SocketArgs.from_args(args).for_relay(),
         ) as server:
             if server.address is not None:

@@ -16,6 +16,7 @@ from ._options import (
     SocketArgs,
     TLSServerOptions,
 )
+from ._programs import serve_handler
 from ._proxy_server import proxy_handler
 from ._report import Reporter
 from ._tls import server_tls
@@ -29,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     report = Reporter.from_output(output)
     address = Address.parse(args.address)
     handler, handler_args = proxy_handler(args)  # socks5 / http-proxy take serve's options
+    handler = serve_handler(args, handler)  # exec --pty: the handler itself
     server = Server(
         address,
         handler,

@@ -16,7 +16,7 @@ from .._sockopts import SocketOptions
 from ..address import Address
 from ..errors import UsageError
 from .datagram import DatagramRelay as DatagramRelay
-from .endpoints import Endpoint, Program, Stdio, parse_endpoint
+from .endpoints import Endpoint, Stdio, parse_endpoint
 from .handler import RelayHandler as RelayHandler
 from .stream import HAS_SPLICE as HAS_SPLICE
 
@@ -70,6 +70,7 @@ def relay(
     hop_limit: int | None = None,
     ipv6_only: bool | None = None,
     proxy: str | ProxyURL | None = None,
+    announce: Callable[[str], None] | None = None,
     frame: bool = False,
     max_frame: int | None = None,
     retry: RetryPolicy | None = None,
@@ -92,6 +93,10 @@ def relay(
     each datagram is one SPEC §2 frame of at most ``max_frame`` bytes, and a
     datagram FROM keeps a stream to TO per sender, connected again as
     ``retry`` (a ``RetryPolicy``) says (``framed``).
+
+    A FROM with nothing to listen on (``-``, ``exec:``, ``file:``, ``pty:``,
+    an ``fd:N`` that is not a listening socket) is one pair; ``announce(line)``
+    is told the path of every ``pty:`` made.
 
     Raises:
         AddressError, UsageError: endpoints that do not parse or do not fit together.
@@ -137,8 +142,9 @@ def relay(
         raise UsageError(
             f"{src} is a datagram address: a datagram relay needs datagram addresses on both sides"
         )
-    if isinstance(src, Program):
-        raise UsageError("exec: can only be the TO side of a relay")
+    from .core import is_one_pair  # exec:, file:, pty:, a stream fd:N: one pair, no listener
+
+    one_pair = is_one_pair(src)
     both = SocketOptions.of(
         keepalive=keepalive, rcvbuf=rcvbuf, sndbuf=sndbuf, ttl=ttl, hop_limit=hop_limit
     )
@@ -156,14 +162,17 @@ def relay(
         to_options=to_options,
         proxy=proxy,
     )
-    if isinstance(src, Stdio):
+    handler.announce = announce
+    if one_pair:
         from .core import StdioRelay
 
-        return StdioRelay(handler, idle_timeout=idle_timeout)
+        return StdioRelay(handler, idle_timeout=idle_timeout, source=src, announce=announce)
     from ..server.core import Server
+    from .opened import is_carried
 
+    assert isinstance(src, Address)
     if model is None:
-        model = "thread" if isinstance(dst, Stdio) else DEFAULT_MODEL
+        model = "thread" if isinstance(dst, Stdio) or is_carried(dst) else DEFAULT_MODEL
     return Server(
         src,
         handler,

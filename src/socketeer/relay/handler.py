@@ -38,7 +38,8 @@ from ..connection import Connection, connect
 from ..errors import NetworkError, SocketeerError, UsageError
 from ..handlers.base import Handler
 from ..server import _log, proxied
-from .endpoints import Endpoint, Program, Stdio
+from .endpoints import Endpoint, File, Program, Stdio
+from .opened import carried_side, check_file, is_carried
 from .setup import report_set_up_failure
 from .stream import HAS_SPLICE, Pair, Side
 
@@ -65,6 +66,7 @@ class RelayHandler(Handler):
 
     name = "relay"
     raw_socket = True  # the async model hands over the accepted socket (start_async)
+    announce: Callable[[str], None] | None = None  # told a new pty's path (TO pty:)
 
     def __init__(
         self,
@@ -84,8 +86,10 @@ class RelayHandler(Handler):
                 f"{target} is a datagram address: a datagram relay needs datagram "
                 "addresses on both sides"
             )
-        if isinstance(target, Address) and target.scheme in ("fd", "systemd"):
+        if isinstance(target, Address) and target.scheme == "systemd":
             raise UsageError(f"TO must be an address to connect to, not {target}")
+        if isinstance(target, File):
+            check_file(target, writing=True)
         if isinstance(target, Program) and shutil.which(target.argv[0]) is None:
             raise UsageError(f"exec: program not found: {target.argv[0]}")
         if proxy_protocol not in (None, "v1", "v2"):
@@ -137,6 +141,8 @@ class RelayHandler(Handler):
             )
         if isinstance(self.target, Stdio) and (model != "thread" or workers != 1):
             raise UsageError("TO - (standard I/O) needs the thread model and one worker")
+        if is_carried(self.target) and model == "async":
+            raise UsageError(f"TO {self.target} needs --model thread or fork")
         super().check(model=model, workers=workers, datagram=datagram)
 
     def configure(self, *, idle_timeout: float | None) -> None:
@@ -232,12 +238,15 @@ class RelayHandler(Handler):
         target = self.target
         if isinstance(target, Stdio):
             return Side.of_stdio()
-        if isinstance(target, Program):
+        if isinstance(target, Program) and not target.pty:
             try:
                 proc = subprocess.Popen(target.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             except OSError as exc:
                 raise NetworkError(f"exec: cannot run {target.argv[0]}: {exc.strerror}") from None
             return Side.of_program(proc, self.target_name)
+        if is_carried(target):  # a file, a pty, a program on a pty, an inherited descriptor
+            return carried_side(target, at_from=False, announce=self.announce)
+        assert isinstance(target, Address)
         upstream = self._connect(target)
         if self.proxy_protocol is not None:
             upstream.send(self._proxy_header(source, destination))

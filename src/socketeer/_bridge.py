@@ -1,0 +1,157 @@
+"""A descriptor that is not a socket, carried on a socket: a pty, a file, an inherited fd.
+
+Everything that copies streams in socketeer (the relay's pairs on threads or
+on an event loop, the exec handler) speaks to sockets. A pty master, a file
+or an inherited pipe becomes one by a ``carry`` loop: it copies ``source`` to
+the socket and the socket to ``sink`` in one thread, with ``poll``, and ends
+each direction the way that kind of descriptor ends:
+
+- ``source`` at EOF half-closes the socket (``SHUT_WR``); a pty master's EIO
+  (its slave side is gone: the program exited) is its EOF;
+- the socket at EOF calls ``at_eof``, which says whether the other direction
+  goes on (a program on a pty gets its VEOF character and goes on writing; a
+  file is closed; a serial-like pty ends);
+- no ``source`` (a file written at TO): the socket is half-closed once the
+  sink is done, so the client learns its bytes are down;
+- no ``sink`` (a file read at FROM): what comes back is read and dropped.
+
+The loop ends when both directions are done, or at once when the socket is
+gone (the other end closed it: POLLHUP, EPIPE, a reset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+from collections.abc import Callable
+from typing import Final
+
+__all__ = ["carry"]
+
+CHUNK: Final = 64 * 1024
+_GONE: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
+_HUP: Final = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+def carry(
+    sock: socket.socket,
+    source: int | None,
+    sink: int | None,
+    *,
+    at_eof: Callable[[], bool] = lambda: True,
+    source_ends: bool = False,
+) -> None:
+    """Copy ``source`` → ``sock`` and ``sock`` → ``sink`` until both are done (see above).
+
+    ``at_eof()`` runs once the socket's EOF and every byte before it are in
+    ``sink``; True lets ``source`` go on, False ends the loop. ``source_ends``:
+    the loop ends with ``source`` (a program's pty: nothing is left to write
+    to once it has exited). Closes nothing
+    but what the rules above say: the caller closes ``sock``, ``source`` and
+    ``sink``. OSError other than the socket's peer going away propagates.
+    """
+    sock.setblocking(False)
+    sock_fd = sock.fileno()
+    to_sock = b""  # read from source, not yet sent
+    to_sink = b""  # received, not yet written
+    source_open = source is not None  # still read
+    sock_open = True  # still read
+    eof_passed = False  # the socket's EOF went on to at_eof
+    sock_shut = False
+    poller = select.poll()
+    registered: set[int] = set()
+
+    def shut_sock() -> None:
+        nonlocal sock_shut
+        if not sock_shut:
+            sock_shut = True
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+
+    while True:
+        if source is not None and not source_open and not to_sock:
+            shut_sock()
+            if source_ends:
+                return
+        if not sock_open and not to_sink and not eof_passed:
+            eof_passed = True
+            if not at_eof():
+                return
+            if source is None:
+                shut_sock()
+        if sock_shut and eof_passed:
+            return  # both directions done
+        wanted: dict[int, int] = {sock_fd: 0}  # POLLHUP is reported even with no events asked
+        if sock_open and not to_sink:
+            wanted[sock_fd] |= select.POLLIN
+        if to_sock:
+            wanted[sock_fd] |= select.POLLOUT
+        if source is not None and source_open and not to_sock:
+            wanted[source] = select.POLLIN
+        if sink is not None and to_sink:
+            wanted[sink] = wanted.get(sink, 0) | select.POLLOUT
+        for fd in registered - wanted.keys():
+            poller.unregister(fd)
+        for fd, mask in wanted.items():
+            poller.register(fd, mask)  # registers or modifies
+        registered = set(wanted)
+        events = dict(poller.poll())
+        got = events.get(sock_fd, 0)
+        if got & (select.POLLERR | select.POLLNVAL):
+            return
+        if got & select.POLLHUP and not got & select.POLLIN:
+            return  # the other end closed the socket: nobody is left to copy for
+        if got & select.POLLIN and sock_open and not to_sink:
+            try:
+                data = sock.recv(CHUNK)
+            except BlockingIOError:
+                data = None
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    return
+                raise
+            if data == b"":
+                sock_open = False
+            elif data and sink is not None:
+                to_sink = data
+        if got & select.POLLOUT and to_sock:
+            try:
+                to_sock = to_sock[sock.send(to_sock) :]
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                if exc.errno in _GONE:
+                    return
+                raise
+        if (
+            source is not None
+            and source_open
+            and not to_sock
+            and events.get(source, 0) & (select.POLLIN | _HUP)
+        ):
+            try:
+                data = os.read(source, CHUNK)
+            except BlockingIOError:
+                data = None
+            except OSError as exc:
+                if exc.errno != errno.EIO:  # EIO: a pty whose other side is gone
+                    raise
+                data = b""
+            if data == b"":
+                source_open = False
+            elif data:
+                to_sock = data
+                with contextlib.suppress(BlockingIOError):
+                    to_sock = to_sock[sock.send(to_sock) :]
+        if sink is not None and to_sink and events.get(sink, 0) & (select.POLLOUT | _HUP):
+            try:
+                to_sink = to_sink[os.write(sink, to_sink) :]
+            except BlockingIOError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EIO, *_GONE):
+                    raise
+                to_sink = b""  # the sink is gone (a hung-up pty): what it would get is dropped
