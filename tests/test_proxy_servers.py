@@ -459,6 +459,42 @@ def test_idle_tunnels_close_and_slow_handshakes_time_out(echo: int, model: str) 
             assert time.monotonic() - started < 4
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_max_conns_idle_timeout_and_sigterm_from_the_cli(
+    background: type[Background], echo: int, model: str
+) -> None:
+    proc, port = serve_cli(
+        background, "socks5", "--model", model, "--max-conns", "2", "--idle-timeout", "1"
+    )
+    url = f"socks5://127.0.0.1:{port}"
+    target = f"tcp://127.0.0.1:{echo}"
+    first, second = (socketeer.connect(target, proxy=url, timeout=5) for _ in range(2))
+    with first, second:
+        for conn in (first, second):
+            conn.send(b"in\n")
+            assert conn.recv_line() == b"in"
+        with pytest.raises(ProxyError):  # the third is closed at once: the limit
+            socketeer.connect(target, proxy=url, timeout=5).close()
+        started = time.monotonic()
+        assert first.recv() == b"" and second.recv() == b""  # idle for 1 s: closed
+        assert time.monotonic() - started < 5
+    deadline = time.monotonic() + 5
+    while True:  # room again once the server has counted both gone (fork: reaped)
+        try:
+            again = socketeer.connect(target, proxy=url, timeout=5)
+            break
+        except ProxyError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    with again:
+        again.send(b"again\n")
+        assert again.recv_line() == b"again"
+    proc.proc.terminate()
+    _, err, code = proc.finish()
+    assert code == 0, err
+    assert b"Traceback" not in err
+
+
 @pytest.mark.parametrize("model", ["thread", "async"])
 def test_shutdown_closes_open_tunnels_and_leaks_nothing(echo: int, model: str) -> None:
     before = open_fds()
