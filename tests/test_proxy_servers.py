@@ -298,6 +298,12 @@ def test_denied_targets_get_not_allowed_and_403(background: type[Background], we
     proxy.wait_for_stderr(b"denied by the target rules")
 
 
+def test_any_address_cannot_dodge_a_loopback_rule(web: int) -> None:
+    with running(Socks5Proxy(target_deny=["127.0.0.0/8", "::1"])) as server:
+        assert socks5_reply_code(server.address.port, connect_request("0.0.0.0", web)) == 2
+        assert socks5_reply_code(server.address.port, connect_request("::", web)) == 2
+
+
 def test_target_allow_refuses_everything_else(web: int) -> None:
     with running(Socks5Proxy(target_allow=["10.0.0.0/8"])) as server:
         assert socks5_reply_code(server.address.port, connect_request("127.0.0.1", web)) == 2

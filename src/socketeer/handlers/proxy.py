@@ -155,7 +155,12 @@ class ProxyServer(RelayHandler):
         found: list[Address] = []
         for row in rows:
             candidate = Address("tcp", row[4][0], port)
-            if self.targets.permits(candidate) and candidate not in found:
+            reached = _UNSPECIFIED.get(candidate.host, candidate.host)
+            if (
+                self.targets.permits(candidate)
+                and self.targets.permits(Address("tcp", reached, port))
+                and candidate not in found
+            ):
                 found.append(candidate)
         if not found:
             shown = ", ".join(sorted({row[4][0] for row in rows}))
@@ -426,6 +431,11 @@ def _send_quietly(conn: Connection, data: bytes) -> None:
     if data:
         with contextlib.suppress(SocketeerError):
             conn.send(data)
+
+
+#: A connect to "any address" reaches this host: checked as its loopback too,
+#: so 0.0.0.0 cannot dodge a rule against 127.0.0.0/8.
+_UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def _authority(host: str, port: int) -> str:
