@@ -331,10 +331,22 @@ def test_unsupported_commands_and_address_types(model: str) -> None:
         assert socks5_reply_code(port, b"\x05\x01\x00\x09") == 8  # no such address type
 
 
-def test_an_unknown_host_is_host_unreachable() -> None:
-    with running(Socks5Proxy()) as server:
-        code = socks5_reply_code(server.address.port, connect_request("no-such-host.invalid", 80))
-    assert code == 4
+@pytest.mark.parametrize("model", ["thread", "async"])
+def test_names_that_do_not_resolve_are_host_unreachable(
+    model: str, echo: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not found, and names getaddrinfo rejects itself (an empty label, a NUL, a newline)."""
+    names = ["no-such-host.invalid", "a..b", "a\x00b", "x\ny.invalid", "é" * 70]
+    with running(Socks5Proxy(), model) as socks, running(HttpProxy(), model) as hp:
+        for name in names[:4]:
+            assert socks5_reply_code(socks.address.port, connect_request(name, 80)) == 4
+        for name in ("a..b", "a\x00b", "é" * 70):
+            head = f"CONNECT {name}:80 HTTP/1.1\r\n\r\n".encode("latin-1", "replace")
+            answer = http_exchange(hp.address.port, head)
+            assert answer.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), answer
+        _still_serves_plain(socks.address.port, hp.address.port, echo)
+    assert "Traceback" not in caplog.text
+    assert not any("\n" in r.getMessage() for r in caplog.records)  # names made printable
 
 
 @pytest.fixture(scope="module")
@@ -553,6 +565,13 @@ def sturdy(request: pytest.FixtureRequest, echo: int) -> Iterator[tuple[int, int
 
 def _still_serves(socks_port: int, http_port: int, echo: int) -> None:
     for url in (f"socks5://u:p@127.0.0.1:{socks_port}", f"http://u:p@127.0.0.1:{http_port}"):
+        with socketeer.connect(f"tcp://127.0.0.1:{echo}", proxy=url, timeout=5) as conn:
+            conn.send(b"alive\n")
+            assert conn.recv_line() == b"alive"
+
+
+def _still_serves_plain(socks_port: int, http_port: int, echo: int) -> None:
+    for url in (f"socks5://127.0.0.1:{socks_port}", f"http://127.0.0.1:{http_port}"):
         with socketeer.connect(f"tcp://127.0.0.1:{echo}", proxy=url, timeout=5) as conn:
             conn.send(b"alive\n")
             assert conn.recv_line() == b"alive"

@@ -233,7 +233,7 @@ class ProxyServer(RelayHandler):
         deadline = Deadline(self.connect_timeout)
         try:
             rows = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL, an empty IDNA label
             raise _unresolved(host, port, exc) from None
         last: SocketeerError | None = None
         for address in self.permitted(host, port, rows):
@@ -265,7 +265,7 @@ class ProxyServer(RelayHandler):
         deadline = Deadline(self.connect_timeout)
         try:
             rows = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL, an empty IDNA label
             raise _unresolved(host, port, exc) from None
         last: SocketeerError | None = None
         for address in self.permitted(host, port, list(rows)):
@@ -439,11 +439,13 @@ _UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
 
 
 def _authority(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    """HOST:PORT for messages and the log: a name from the network made printable."""
+    shown = "".join(c if c.isascii() and c.isprintable() else "?" for c in host[:255])
+    return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
 
 
-def _unresolved(host: str, port: int, exc: OSError) -> TargetRefused:
-    reason = exc.strerror or str(exc)
+def _unresolved(host: str, port: int, exc: OSError | ValueError) -> TargetRefused:
+    reason = (exc.strerror if isinstance(exc, OSError) else None) or "not a host name"
     return TargetRefused(
         f"target {_authority(host, port)}: host not found ({reason})",
         code=wire.HOST_UNREACHABLE,
