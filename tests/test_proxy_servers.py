@@ -596,6 +596,8 @@ def test_garbage_never_stops_either_proxy(sturdy: tuple[int, int, int], data: by
     _throw(socks_port, data)
     _throw(http_port, data)
     _throw(socks_port, b"\x05\x01\x02" + data)  # past the greeting, into the login
+    _throw(socks_port, b"\x05\x01\x02\x01\x01u\x01p" + data)  # logged in: the request
+    _throw(http_port, b"CONNECT " + data)
 
 
 def test_garbage_then_still_serving(sturdy: tuple[int, int, int]) -> None:

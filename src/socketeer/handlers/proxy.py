@@ -360,6 +360,9 @@ class _ProxyLoopClient(LoopClient):
             self._fail(upstream, exc)
         except OSError as exc:
             self._fail(upstream, error_for(exc, "proxy", "client", None))
+        except Exception as exc:  # a bug: logged, and the client still ends and is counted
+            _log.log.exception("handler %s failed for %s", handler.name, self.peer)
+            self._fail(upstream, SocketeerError(f"internal error: {exc}"))
         finally:
             self.task = None
 
