@@ -26,6 +26,7 @@ import errno
 import os
 import select
 import socket
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -43,15 +44,17 @@ def carry(
     *,
     at_eof: Callable[[], bool] = lambda: True,
     source_ends: bool = False,
+    linger: float | None = None,
 ) -> None:
     """Copy ``source`` → ``sock`` and ``sock`` → ``sink`` until both are done (see above).
 
     ``at_eof()`` runs once the socket's EOF and every byte before it are in
     ``sink``; True lets ``source`` go on, False ends the loop. ``source_ends``:
     the loop ends with ``source`` (a program's pty: nothing is left to write
-    to once it has exited). Closes nothing
-    but what the rules above say: the caller closes ``sock``, ``source`` and
-    ``sink``. OSError other than the socket's peer going away propagates.
+    to once it has exited). ``linger``: the loop ends this many seconds after
+    the socket's EOF at the latest. Closes nothing but what the rules above
+    say: the caller closes ``sock``, ``source`` and ``sink``. OSError other
+    than the socket's peer going away propagates.
     """
     sock.setblocking(False)
     sock_fd = sock.fileno()
@@ -63,6 +66,7 @@ def carry(
     sock_shut = False
     poller = select.poll()
     registered: set[int] = set()
+    until: float | None = None  # when lingering after the socket's EOF ends
 
     def shut_sock() -> None:
         nonlocal sock_shut
@@ -80,6 +84,8 @@ def carry(
             eof_passed = True
             if not at_eof():
                 return
+            if linger is not None:
+                until = time.monotonic() + linger
             if source is None:
                 shut_sock()
         if sock_shut and eof_passed:
@@ -98,7 +104,13 @@ def carry(
         for fd, mask in wanted.items():
             poller.register(fd, mask)  # registers or modifies
         registered = set(wanted)
-        events = dict(poller.poll())
+        if until is None:
+            events = dict(poller.poll())
+        else:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            events = dict(poller.poll(left * 1000))
         got = events.get(sock_fd, 0)
         if got & (select.POLLERR | select.POLLNVAL):
             return

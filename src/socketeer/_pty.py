@@ -32,6 +32,11 @@ __all__ = ["DEFAULT_SIZE", "PtyProcess", "open_pty", "parse_size", "set_size"]
 #: Columns and rows, a terminal's classic 80x24.
 DEFAULT_SIZE: Final = (80, 24)
 
+#: Seconds a program on a pty may go on after the connection's EOF (its ^D)
+#: before the terminal hangs up: a raw stream cannot tell "no more input"
+#: from "the client is gone", and a server must not keep programs forever.
+HANGUP_AFTER_EOF: Final = 5.0
+
 _LINUX: Final = sys.platform.startswith("linux")
 _LARGEST = 0xFFFF  # struct winsize holds unsigned shorts
 _REAP_GRACE: Final = 2.0  # seconds a hung-up program gets before SIGTERM, then SIGKILL
@@ -173,12 +178,13 @@ class PtyProcess:
             self._master_open = False
             os.close(self.master)
 
-    def carry(self, sock: socket.socket) -> int:
+    def carry(self, sock: socket.socket, linger: float | None = HANGUP_AFTER_EOF) -> int:
         """Copy ``sock`` to the terminal and back until the program ends; its exit status.
 
         The socket's EOF becomes the terminal's end-of-file character (VEOF,
-        ^D), as a user typing it: a shell or ``cat`` ends, a program that
-        reads no more goes on. The socket gone, the terminal hangs up.
+        ^D), as a user typing it: a shell or ``cat`` ends, and its last
+        output is still copied; a program still running ``linger`` seconds
+        later is hung up (None: never). The socket gone, it is hung up at once.
         """
         from ._bridge import carry
 
@@ -191,7 +197,7 @@ class PtyProcess:
             return True
 
         try:
-            carry(sock, self.master, self.master, at_eof=at_eof, source_ends=True)
+            carry(sock, self.master, self.master, at_eof=at_eof, source_ends=True, linger=linger)
         finally:
             status = self.close()
         return status

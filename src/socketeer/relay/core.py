@@ -30,7 +30,7 @@ __all__ = ["StdioRelay", "is_one_pair"]
 def is_one_pair(source: Endpoint) -> bool:
     """FROM is one stream, not something to listen on."""
     if isinstance(source, Address):
-        return source.scheme == "fd" and source.fd is not None and not is_listening_fd(source.fd)
+        return source.scheme == "fd" and not is_listening_fd(source.fd)
     return True
 
 

@@ -39,7 +39,7 @@ from ..errors import NetworkError, SocketeerError, UsageError
 from ..handlers.base import Handler
 from ..server import _log, proxied
 from .endpoints import Endpoint, File, Program, Stdio
-from .opened import carried_side, check_file, is_carried
+from .opened import carried_side, check_descriptor, check_file, is_carried
 from .setup import report_set_up_failure
 from .stream import HAS_SPLICE, Pair, Side
 
@@ -90,6 +90,8 @@ class RelayHandler(Handler):
             raise UsageError(f"TO must be an address to connect to, not {target}")
         if isinstance(target, File):
             check_file(target, writing=True)
+        if isinstance(target, Address) and target.scheme == "fd":
+            check_descriptor(target.fd)
         if isinstance(target, Program) and shutil.which(target.argv[0]) is None:
             raise UsageError(f"exec: program not found: {target.argv[0]}")
         if proxy_protocol not in (None, "v1", "v2"):

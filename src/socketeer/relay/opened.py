@@ -30,6 +30,7 @@ from .stream import Side
 __all__ = [
     "Carried",
     "carried_side",
+    "check_descriptor",
     "check_file",
     "is_carried",
     "is_listening_fd",
@@ -61,6 +62,18 @@ def is_listening_fd(fd: int) -> bool:
             return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
         except OSError:
             return False
+
+
+def check_descriptor(number: int) -> None:
+    """Fail at start on an ``fd:N`` TO that is not open.
+
+    Raises:
+        NetworkError: descriptor N is not open.
+    """
+    try:
+        os.fstat(number)
+    except OSError as exc:
+        raise NetworkError(f"fd:{number} is not open: {exc.strerror}") from None
 
 
 def check_file(end: File, *, writing: bool) -> None:
@@ -156,7 +169,7 @@ def open_carried(
         return _file(end, at_from)
     if isinstance(end, Pty):
         return _pty(end, announce)
-    assert isinstance(end, Address) and end.fd is not None
+    assert isinstance(end, Address) and end.scheme == "fd"
     return _descriptor(end.fd)
 
 
