@@ -426,7 +426,20 @@ def test_socks5_login_round_trip(user: str, password: str) -> None:
         assert s.decode_socks5_userpass_status(s.encode_socks5_userpass_status(ok)) == (ok, 2)
 
 
-@given(st.one_of(names, ipv4), ports, st.from_regex(r"[a-z]{0,10}", fullmatch=True))
+def _not_socks4a_marker(host: str) -> bool:
+    return not (host.startswith("0.0.0.") and host != "0.0.0.0")
+
+
+def test_a_socks4a_marker_is_no_socks4_target() -> None:
+    with pytest.raises(ProxyError, match="SOCKS4a's marker"):
+        s.encode_socks4_request(s.Socks4Request("0.0.0.1", 80, ""))
+
+
+@given(
+    st.one_of(names, ipv4.filter(_not_socks4a_marker)),
+    ports,
+    st.from_regex(r"[a-z]{0,10}", fullmatch=True),
+)
 def test_socks4_request_round_trip(host: str, port: int, user: str) -> None:
     request = s.Socks4Request(host, port, user)
     wire = s.encode_socks4_request(request)

@@ -443,8 +443,8 @@ def test_udp_session_table_is_bounded(background: type[Background]) -> None:
     for _ in range(20):
         with socketeer.open_datagram(address) as client:
             client.send(b"flood")
-    relay.wait_for_stderr(b"session table full (4): evicting", count=16)
-    assert fd_count(relay.proc.pid) <= baseline + 4
+    relay.wait_for_stderr(b"session table full (4): evicting")  # a line a second at most
+    wait_fds(relay.proc.pid, baseline + 4)
     relay_stop(relay)
 
 

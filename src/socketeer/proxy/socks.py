@@ -93,12 +93,17 @@ def encode_socks4_request(request: Socks4Request) -> bytes:
     """A SOCKS4 request; a host that is not an IPv4 literal makes it SOCKS4a.
 
     Raises:
-        ProxyError: a field cannot be encoded (a NUL, a name too long).
+        ProxyError: a field cannot be encoded (a NUL, a name too long, a
+            0.0.0.x target).
     """
     user = _field(request.user_id, "user id")
     try:
         ip = ipaddress.IPv4Address(request.host).packed
         name = b""
+        if ip[:3] == b"\0\0\0" and ip[3]:
+            # 0.0.0.x (x != 0) is SOCKS4a's "a name follows": as a target it
+            # would be read as a name that is not there.
+            raise ProxyError(f"{request.host} cannot be a SOCKS4 target (SOCKS4a's marker)")
     except ValueError:
         ip = b"\0\0\0\1"  # 0.0.0.x, x != 0: "the name follows" (4a)
         name = _field(request.host, "host name") + b"\0"

@@ -30,6 +30,7 @@ from .._sockio import SocketFile, address_of, autobind_unix, error_for, resolve,
 from ..address import Address
 from ..datagram import MAX_DATAGRAM, open_datagram
 from ..errors import SocketeerError
+from ..server._log import RateLimit
 from ..server.lifecycle import Stopper
 
 log = logging.getLogger("socketeer.relay")
@@ -78,6 +79,7 @@ class DatagramRelay:
         self.address = self.front.local
         self._like = self.front.like
         self.sessions: OrderedDict[Any, _Session] = OrderedDict()
+        self._evictions = RateLimit()  # one eviction line a second
         self.stopper = Stopper()
         self._selector = selectors.DefaultSelector()
         self._buffer = bytearray(MAX_DATAGRAM)
@@ -166,9 +168,17 @@ class DatagramRelay:
     def _open_session(self, sender: Any) -> _Session | None:
         if len(self.sessions) >= self.max_sessions:
             evicted, old = self.sessions.popitem(last=False)
-            log.warning(
-                "session table full (%d): evicting %s", self.max_sessions, self._name(evicted)
-            )
+            # A flood of new senders evicts one session per datagram: a line
+            # each would flood the log too. One a second, with the count.
+            if self._evictions.allow():
+                held = self._evictions.take_held_back()
+                more = f" ({held} more since the last line)" if held else ""
+                log.warning(
+                    "session table full (%d): evicting %s%s",
+                    self.max_sessions,
+                    self._name(evicted),
+                    more,
+                )
             self._close_session(old)
         row = self._targets[0]
         socket_file = None
