@@ -172,6 +172,15 @@ class EchoProtocol(CountingProtocol):
         self.bytes_sent += nbytes
         self.transport.write(self._view[:nbytes].tobytes())
 
+    # A client that sends and never reads: once what it has not read fills the
+    # transport's write buffer, stop reading from it, so it is held by TCP's
+    # flow control instead of growing this process without bound.
+    def pause_writing(self) -> None:
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.transport.resume_reading()
+
 
 class DiscardProtocol(CountingProtocol):
     def buffer_updated(self, nbytes: int) -> None:
