@@ -768,6 +768,24 @@ def test_garbage_handshakes_raise_only_proxy_errors(
                 hs.reply(0 if isinstance(hs, wire.Socks5ServerHandshake) else 200, "ok")
 
 
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=120), login=st.booleans())
+def test_a_handshake_always_wants_more_or_is_over(data: bytes, login: bool) -> None:
+    """The drivers rely on it: ``wanted() == 0`` only with a request to answer, or done."""
+    users = {"u": "p"} if login else None
+    prefixes = [b"", b"\x05\x01\x02\x01\x01u\x01p" if login else b"\x05\x01\x00"]
+    for prefix in prefixes:
+        for hs in (wire.Socks5ServerHandshake(users), wire.HttpProxyHandshake(users)):
+            with contextlib.suppress(ProxyError):
+                for byte in prefix + data:
+                    assert hs.wanted() > 0
+                    hs.receive_data(bytes([byte]))
+                    hs.data_to_send()
+                    if hs.request is not None or hs.done:
+                        break
+            assert hs.wanted() > 0 or hs.request is not None or hs.done
+
+
 def test_truncated_socks5_request_waits_for_more() -> None:
     hs = wire.Socks5ServerHandshake()
     _feed(hs, b"\x05\x01\x00", bytewise=False)

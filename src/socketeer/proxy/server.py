@@ -95,11 +95,16 @@ class _ServerHandshake:
         if self._closed or self.request is not None:
             raise ProxyError("client sent data before the proxy answered")
         if not data:
+            self._closed = True
             raise ProxyError("client closed the connection during the proxy handshake")
         if len(data) > self.wanted():
             raise ProxyError("fed the proxy handshake more than it asked for")
         self._in += data
-        self._advance()
+        try:
+            self._advance()
+        except ProxyError:
+            self._closed = True  # broken or refused: nothing more is read
+            raise
 
     def _advance(self) -> None:
         raise NotImplementedError
