@@ -216,6 +216,33 @@ def test_curl_through_http_proxy(
     proc.wait_for_stderr(f"http-proxy tunnel to 127.0.0.1:{web}".encode())
 
 
+@pytest.mark.parametrize(("handler", "kind"), [("socks5", "socks5"), ("http-proxy", "http")])
+def test_ncat_through_either_proxy(
+    background: type[Background], echo: int, handler: str, kind: str
+) -> None:
+    ncat = require_peer("ncat")
+    _, port = serve_cli(background, handler, "--user", "alice:s3cret", "--model", "async")
+    result = subprocess.run(
+        [
+            ncat,
+            "--proxy",
+            f"127.0.0.1:{port}",
+            "--proxy-type",
+            kind,
+            "--proxy-auth",
+            "alice:s3cret",
+            "127.0.0.1",
+            str(echo),
+        ],
+        input=b"ncat was here\n",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"ncat was here\n"
+
+
 def test_plain_get_to_http_proxy_is_refused_and_logged(
     background: type[Background], web: int
 ) -> None:
