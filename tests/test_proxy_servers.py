@@ -331,6 +331,15 @@ def test_any_address_cannot_dodge_a_loopback_rule(web: int) -> None:
         assert socks5_reply_code(server.address.port, connect_request("::", web)) == 2
 
 
+def test_client_rules_still_apply(web: int) -> None:
+    """``--allow``/``--deny`` are about clients, the target rules about where they go."""
+    with running(Socks5Proxy(), deny=["127.0.0.1"]) as server:
+        with socket.create_connection(("127.0.0.1", server.address.port), timeout=5) as sock:
+            with contextlib.suppress(ConnectionResetError):
+                sock.sendall(s.encode_socks5_greeting([s.NO_AUTH]))
+            assert _rest(sock) == b""  # closed before the handler runs
+
+
 def test_target_allow_refuses_everything_else(web: int) -> None:
     with running(Socks5Proxy(target_allow=["10.0.0.0/8"])) as server:
         assert socks5_reply_code(server.address.port, connect_request("127.0.0.1", web)) == 2
