@@ -202,6 +202,7 @@ def test_serve_exec_pty_child_gone_after_client_leaves(background: type[Backgrou
     assert _wait_until(lambda: _ptys_of(server.proc.pid) == 0), "the pty is still open"
 
 
+@pytest.mark.slow  # waits out the few seconds a program gets after the client's EOF
 def test_serve_exec_pty_hangs_up_a_program_that_ignores_eof(
     background: type[Background],
 ) -> None:

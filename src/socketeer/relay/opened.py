@@ -14,7 +14,6 @@ that cannot be made, a descriptor that is not open.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import stat
@@ -258,6 +257,8 @@ def _descriptor(number: int) -> Carried:
             sock.close()
             raise UsageError(f"fd:{number} is a listening socket: it can be FROM, not a stream")
         return Carried(f"fd:{number}", sock=sock)
+    import fcntl
+
     access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
     source = fd if access in (os.O_RDONLY, os.O_RDWR) else None
     sink = fd if access in (os.O_WRONLY, os.O_RDWR) else None
