@@ -9,25 +9,24 @@ command's exit status is the program's (128 + N when signal N ended it).
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import shlex
-import shutil
-import subprocess
 
-from .._pty import DEFAULT_SIZE
 from ..errors import NetworkError, UsageError
-from ..relay.endpoints import Endpoint, File, Program
 
+# Imported when used: connect and listen load this module, and a plain
+# client must not pay for subprocess, shlex or the relay (tests/test_layers).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
     from ..connection import Connection
+    from ..relay.endpoints import Endpoint
 
 __all__ = ["check_exec", "relay_endpoints", "run_program", "serve_handler"]
 
 
 def _size(args: argparse.Namespace) -> tuple[int, int]:
+    from .._pty import DEFAULT_SIZE
+
     size: tuple[int, int] | None = args.pty_size
     return DEFAULT_SIZE if size is None else size
 
@@ -50,6 +49,9 @@ def check_exec(args: argparse.Namespace, *, datagram: bool) -> list[str] | None:
     _check_pty_flags(args, command is not None, "--exec COMMAND")
     if command is None:
         return None
+    import shlex
+    import shutil
+
     try:
         argv = shlex.split(command)
     except ValueError as exc:
@@ -65,6 +67,8 @@ def check_exec(args: argparse.Namespace, *, datagram: bool) -> list[str] | None:
 
 def run_program(conn: Connection, argv: list[str], args: argparse.Namespace) -> int:
     """Run ``argv`` on ``conn`` until it exits; its exit status. Closes ``conn``."""
+    import subprocess
+
     from .._pty import PtyProcess
 
     tls = conn.is_tls
@@ -96,6 +100,8 @@ def run_program(conn: Connection, argv: list[str], args: argparse.Namespace) -> 
 
 def _over_tls(conn: Connection, argv: list[str]) -> int:
     """TLS cannot be handed to a program: its pipes are copied to the session."""
+    import subprocess
+
     from ..relay.stream import Pair, Side
 
     sock, _ = conn.detach()
@@ -138,6 +144,10 @@ def relay_endpoints(
     Raises:
         UsageError: ``--pty`` with no ``exec:`` endpoint, ``--append`` with no ``file:`` TO.
     """
+    import dataclasses
+
+    from ..relay.endpoints import File, Program
+
     programs = [end for end in (source, target) if isinstance(end, Program)]
     if args.pty and not programs:
         raise UsageError("--pty needs an exec: endpoint")
