@@ -317,9 +317,9 @@ def test_sessions_are_bounded_and_expire(background: type[Background]) -> None:
             for client in clients:
                 client.send(b"hi")
                 accepted.append(fake.accept(timeout=5))
+                accepted[-1].timeout = 5
+                assert accepted[-1].recv_exactly(6) == b"\0\0\0\x02hi"
             near.wait_for_stderr(b"session table full (2): evicting")
-            accepted[0].timeout = 5
-            assert accepted[0].recv_exactly(6) == b"\0\0\0\x02hi"
             assert accepted[0].recv(10) == b""  # the evicted session's stream is closed
             near.wait_for_stderr(b"expired after 0.5s idle", count=2)
         finally:

@@ -46,6 +46,7 @@ from ..datagram import MAX_DATAGRAM, open_datagram
 from ..errors import ConnectionClosed, FrameTooLarge, SocketeerError, UsageError
 from ..handlers.base import Handler
 from ..server.lifecycle import Stopper
+from ._threads import quiet_thread
 from .datagram import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE
 from .dial import dial
 from .framecodec import DEFAULT_MAX_FRAME, DatagramFramer
@@ -300,7 +301,7 @@ class DatagramTunnel:
             self._end(evicted)
         session = _Session(sender)
         self.sessions[sender] = session
-        thread = threading.Thread(target=self._connect, args=(session,), daemon=True)
+        thread = quiet_thread(self._connect, session)
         with self._lock:
             self._connecting.add(thread)
         thread.start()

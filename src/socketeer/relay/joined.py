@@ -32,6 +32,7 @@ from ..connection import Connection, connect
 from ..errors import SocketeerError, UsageError
 from ..listener import Listener, listen
 from ..server.lifecycle import Stopper
+from ._threads import quiet_thread
 from .dial import dial
 from .retry import RetryPolicy
 from .stream import HAS_SPLICE, Pair, Side
@@ -75,7 +76,8 @@ class ConnectBoth:
     """Connect to ``first`` and ``second``, copy between them, and again when the pair ends.
 
     ``options`` are ``connect()``'s socket keywords (keepalive, source,
-    proxy, ...). ``retry`` applies to every connect (default: forever, from 1 s doubling
+    proxy, ...); ``tls_client`` applies to a ``tls://`` side only.
+    ``retry`` applies to every connect (default: forever, from 1 s doubling
     to 30 s); after a pair that moved nothing the next round waits too, so
     a side that accepts and closes at once is not hammered. ``once`` stops
     after the first pair. Nothing is listened on: ``address`` is None.
@@ -107,13 +109,14 @@ class ConnectBoth:
         self.once = once
         self.zero_copy = zero_copy
         self._tls = {}
-        for end in self.ends:
-            setup = client_setup_for(end, tls_client)
+        for end in self.ends:  # TLS where the address says tls://, as each side is told
+            setup = client_setup_for(end, tls_client) if end.is_tls else None
             self._tls[end] = setup[1] if setup is not None else None
         self._options = options or {}  # connect()'s socket options: keepalive, source, ...
         self.stopper = Stopper()
         self.pairs = 0  # pairs joined so far
         self._closing = threading.Event()
+        self._done = threading.Event()
         self._lock = threading.Lock()
         self._pair: Pair | None = None
         self._failure: list[BaseException] = []
@@ -122,11 +125,11 @@ class ConnectBoth:
     def serve_forever(self) -> None:
         """Join pair after pair until stopped (SIGTERM/SIGINT, ``close``) or a side gives up."""
         self.stopper.install_signals()
-        worker = threading.Thread(target=self._rounds, daemon=True)
+        worker = quiet_thread(self._rounds)
         self._worker = worker
         worker.start()
         try:
-            while worker.is_alive() and not self.stopper.requested():
+            while not self._done.is_set() and not self.stopper.requested():
                 self.stopper.wait()
         finally:
             self.close()
@@ -155,6 +158,7 @@ class ConnectBoth:
         except BaseException as exc:
             self._failure.append(exc)
         finally:
+            self._done.set()  # before the wake-up: the main thread reads it when woken
             self.stopper.wake()
 
     def _join(self) -> Pair | None:
@@ -212,8 +216,9 @@ class ConnectBoth:
 class ListenBoth:
     """Listen on ``first`` and ``second``; join each client of one with the next of the other.
 
-    ``tls_server`` applies to a ``tls://`` side (the handshake runs in the
-    pair's thread, not in the accept loop). ``once`` stops accepting after
+    ``tls_server`` applies to a ``tls://`` side only; its handshake runs at
+    once, in a thread of its own (not in the accept loop), so a client that
+    waits for a partner has its session already. ``once`` stops accepting after
     the first pair and returns when it ends. ``addresses`` are the two
     bound addresses (port 0 resolved), ``address`` the first.
 
@@ -240,7 +245,8 @@ class ListenBoth:
         self.listeners: list[Listener] = []
         try:
             for end in ends:
-                self.listeners.append(listen(end, tls=tls_server, **(options or {})))
+                tls = tls_server if end.is_tls else None  # the other side stays plain
+                self.listeners.append(listen(end, tls=tls, **(options or {})))
         except BaseException:
             for listener in self.listeners:
                 listener.close()
@@ -252,6 +258,8 @@ class ListenBoth:
         self._waiting: tuple[list[Connection], list[Connection]] = ([], [])
         self._lock = threading.Lock()
         self._running: dict[threading.Thread, list[Pair]] = {}
+        self._handshaking: set[threading.Thread] = set()
+        self._handshaken: list[tuple[int, Connection]] = []  # for the main thread to take
 
     def serve_forever(self) -> None:
         """Accept and join until stopped (or, with ``once``, until the first pair ends)."""
@@ -266,6 +274,7 @@ class ListenBoth:
                     for key, _ in selector.select():
                         if key.data is None:
                             self.stopper.drain()
+                            self._take_handshaken()
                         else:
                             self._accept(key.data)
                     self._match()
@@ -282,6 +291,36 @@ class ListenBoth:
             return
         if conn is None:
             return
+        context = self.listeners[side].tls_context
+        if context is not None:
+            thread = quiet_thread(self._handshake, side, conn, context)
+            with self._lock:
+                self._handshaking.add(thread)
+            thread.start()
+            return
+        self._wait(side, conn)
+
+    def _handshake(self, side: int, conn: Connection, context: Any) -> None:
+        ready = True
+        try:
+            conn.start_tls(context, HANDSHAKE_TIMEOUT)
+        except SocketeerError as exc:
+            log.warning("%s: %s", conn.peer, exc)
+            conn.close()
+            ready = False
+        with self._lock:
+            self._handshaking.discard(threading.current_thread())
+            if ready:
+                self._handshaken.append((side, conn))
+        self.stopper.wake()
+
+    def _take_handshaken(self) -> None:
+        with self._lock:
+            ready, self._handshaken = self._handshaken, []
+        for side, conn in ready:
+            self._wait(side, conn)
+
+    def _wait(self, side: int, conn: Connection) -> None:
         waiting = self._waiting[side]
         waiting[:] = [c for c in waiting if _still_there(c)]
         if len(waiting) >= MAX_WAITING:
@@ -310,7 +349,7 @@ class ListenBoth:
                 first.insert(0, a)
                 continue
             self.pairs += 1
-            thread = threading.Thread(target=self._run_pair, args=(a, b), daemon=True)
+            thread = quiet_thread(self._run_pair, a, b)
             with self._lock:
                 self._running[thread] = []
             thread.start()
@@ -321,9 +360,7 @@ class ListenBoth:
         names = (str(a.peer or self.addresses[0]), str(b.peer or self.addresses[1]))
         sides: list[Side] = []
         try:
-            for conn, listener in ((a, self.listeners[0]), (b, self.listeners[1])):
-                if listener.tls_context is not None:
-                    conn.start_tls(listener.tls_context, HANDSHAKE_TIMEOUT)
+            for conn in (a, b):
                 sock, _ = conn.detach()
                 sides.append(Side.of_socket(sock, str(conn.peer)))
             pair = Pair(sides[0], sides[1], zero_copy=self.zero_copy)
@@ -354,6 +391,10 @@ class ListenBoth:
         """Cut every pair, close the waiting clients and both listeners."""
         with self._lock:
             threads = list(self._running.items())
+            handshakes = list(self._handshaking)
+        for thread in handshakes:  # each ends within its handshake timeout
+            thread.join()
+        self._take_handshaken()
         for _, pairs in threads:
             for pair in pairs:
                 pair.abort()
@@ -376,8 +417,8 @@ class ListenBoth:
 
 def _still_there(conn: Connection) -> bool:
     """Whether a waiting client is still connected (a peek: EOF or an error says it left)."""
-    try:
-        return conn.socket.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    try:  # the plain socket's recv, below TLS: a peek at the bytes themselves
+        return socket.socket.recv(conn.socket, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
     except (BlockingIOError, InterruptedError):
         return True
     except OSError:
