@@ -62,7 +62,24 @@ def check_exec(args: argparse.Namespace, *, datagram: bool) -> list[str] | None:
         raise UsageError(f"exec: program not found: {argv[0]}")
     if datagram:
         raise UsageError("--exec needs a stream address (a program reads a stream)")
+    _check_unused(args)
     return argv
+
+
+def _check_unused(args: argparse.Namespace) -> None:
+    """Options about copying standard I/O mean nothing once a program has the connection."""
+    from ._options import SessionOptions
+
+    unused = SessionOptions.from_args(args).given
+    flags = {
+        "--hexdump": args.hexdump,
+        "--crlf": args.crlf,
+        "--no-shutdown": args.no_shutdown,
+        "--idle-timeout": args.idle_timeout,
+    }
+    unused += [name for name, value in flags.items() if value]
+    if unused:
+        raise UsageError(f"--exec hands the connection to the program: drop {', '.join(unused)}")
 
 
 def run_program(conn: Connection, argv: list[str], args: argparse.Namespace) -> int:
