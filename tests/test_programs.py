@@ -269,6 +269,18 @@ def test_connect_exec_against_socketeer_server(background: type[Background]) -> 
     assert done.stdout == b""
 
 
+def test_connect_exec_over_tls(background: type[Background]) -> None:
+    """TLS cannot be handed to a program: its pipes are copied to the session, status kept."""
+    server = background([*SOCKETEER, "serve", "tls://127.0.0.1:0", "echo", "--self-signed"])
+    address = server.wait_listening()
+    code = (
+        "import sys; sys.stdout.write('over tls\\n'); sys.stdout.flush(); "
+        "sys.exit(6 if sys.stdin.readline() == 'over tls\\n' else 1)"
+    )
+    done = run_cli("connect", address, "--insecure", "--exec", f'{PY} -c "{code}"')
+    assert done.returncode == 6, done.stderr
+
+
 def test_connect_exec_pty_against_socketeer_server(background: type[Background]) -> None:
     """The program on a pty talks to the server; the server sees the terminal's output."""
     listener, port = _server()
