@@ -136,8 +136,10 @@ class Carried:
             def run() -> None:
                 try:
                     work(theirs)
-                except OSError:
-                    pass  # the pair sees it as an EOF or a reset on its end
+                except OSError as exc:  # the pair sees an EOF on its end; the log says why
+                    from ..server import _log
+
+                    _log.log.warning("%s: %s", name, exc.strerror or exc)
                 finally:
                     theirs.close()
 
