@@ -362,7 +362,7 @@ def test_bad_frame_command_lines_are_one_line_errors(argv: list[str], needle: st
 
 
 def test_the_library_refuses_frame_options_without_frame() -> None:
-    with pytest.raises(UsageError, match="frame=True"):
+    with pytest.raises(UsageError, match="--max-frame needs --frame"):
         relay("udp://127.0.0.1:0", "tcp://127.0.0.1:9", max_frame=10)
 
 

@@ -213,9 +213,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
 def test_connect_both_to_a_tls_side(background: type[Background], certs: tuple[str, str]) -> None:
     ca, server = certs
     with (
-        socketeer.listen(
-            "tls://127.0.0.1:0", tls=TLSConfig(cert=server, key=server)
-        ) as a,
+        socketeer.listen("tls://127.0.0.1:0", tls=TLSConfig(cert=server, key=server)) as a,
         socketeer.listen("tcp://127.0.0.1:0") as b,
     ):
         relay = relay_proc(
@@ -225,6 +223,54 @@ def test_connect_both_to_a_tls_side(background: type[Background], certs: tuple[s
             exchange(first, second, b"tls")
         _, err, code = relay.finish()
     assert code == 0, err
+
+
+# -- --retry on a relay's TO --------------------------------------------------------------
+
+
+def test_a_relay_client_waits_while_to_is_retried(background: type[Background]) -> None:
+    refusing, port = free_port_refusing()
+    with refusing:
+        relay = relay_proc(
+            background,
+            "--retry",
+            "forever",
+            "--retry-delay",
+            "0.05",
+            "tcp://127.0.0.1:0",
+            f"tcp://127.0.0.1:{port}",
+        )
+        relay.wait_listening()
+        with socketeer.connect(relay.wait_listening(), timeout=10) as client:
+            client.send(b"sent before TO was up")
+            relay.wait_for_stderr(b"(attempt 2); retrying in")
+            refusing.listen()  # TO comes up: the next attempt gets through
+            upstream, _ = refusing.accept()
+            with upstream:
+                upstream.settimeout(10)
+                assert upstream.recv(100) == b"sent before TO was up"
+                upstream.sendall(b"and back")
+                client.timeout = 10
+                assert client.recv_exactly(8) == b"and back"
+
+
+def test_stdio_relay_retry_gives_up_with_exit_1() -> None:
+    refusing, port = free_port_refusing()
+    with refusing:
+        result = run_cli(
+            "relay",
+            "--retry",
+            "2",
+            "--retry-delay",
+            "0.01",
+            "-",
+            f"tcp://127.0.0.1:{port}",
+            input=b"hello",
+        )
+    assert result.returncode == 1, result.stderr
+    text = result.stderr.decode()
+    assert text.count("connection refused") == 4  # three attempts and the error
+    assert text.splitlines()[-1].startswith("socketeer: error: gave up after 3 attempts")
 
 
 # -- --listen-both ---------------------------------------------------------------------------
@@ -299,7 +345,9 @@ A, B = "tcp://127.0.0.1:9", "tcp://127.0.0.1:10"
     [
         (["--listen-both", "--retry", "3", A, B], "--listen-both only listens"),
         (["--listen-both", "--retry-delay", "1", A, B], "--listen-both only listens"),
-        (["--retry", "3", "tcp://127.0.0.1:0", B], "need a side that connects again"),
+        (["--retry", "3", "tcp://127.0.0.1:0", "exec:cat"], "needs a side that connects again"),
+        (["--retry", "3", "--model", "async", "tcp://127.0.0.1:0", B], "thread or fork model"),
+        (["--retry", "3", "udp://127.0.0.1:0", "udp://127.0.0.1:9"], "connects again"),
         (["--retry", "x", "--connect-both", A, B], "'forever'"),
         (["--retry", "-1", "--connect-both", A, B], "0 or more"),
         (["--retry", "2.5", "--connect-both", A, B], "whole number"),

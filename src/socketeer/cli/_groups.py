@@ -556,13 +556,15 @@ def add_output(parser: argparse.ArgumentParser, *, hexdump: bool = True) -> None
 
 
 def retries(text: str) -> Any:
-    """``--retry N|forever``: N retries after the first attempt (None: forever)."""
+    """``--retry N|forever``: N retries after the first attempt, or ``"forever"``
+    (not None, which means the option was not given)."""
     from ..relay.retry import parse_retry
 
     try:
-        return parse_retry(text)
+        value = parse_retry(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    return "forever" if value is None else value
 
 
 def add_joining(parser: argparse.ArgumentParser) -> None:

@@ -20,10 +20,7 @@ from ._tls import client_config, server_config
 
 __all__ = ["frame_args", "joins", "run_joined"]
 
-_RETRY_NEEDS = (
-    "--retry and --retry-delay need a side that connects again: --connect-both, "
-    "or --frame's stream TO"
-)
+_RETRY_NEEDS = "--retry and --retry-delay need a side that connects"
 
 
 def joins(args: argparse.Namespace) -> bool:
@@ -35,18 +32,20 @@ def _retry_policy(args: argparse.Namespace, *, forever: bool) -> RetryPolicy | N
     if args.retry is None and args.retry_delay is None:
         return None
     delay = DEFAULT_RETRY_DELAY if args.retry_delay is None else args.retry_delay
-    retries = args.retry if args.retry is not None else (None if forever else 0)
+    if args.retry is None:  # --retry-delay alone
+        retries = None if forever else 0
+    else:
+        retries = None if args.retry == "forever" else args.retry
     return RetryPolicy(retries=retries, delay=delay, max_delay=max(DEFAULT_MAX_DELAY, delay))
 
 
 def frame_args(args: argparse.Namespace) -> dict[str, Any]:
-    """``relay()``'s ``frame``, ``max_frame`` and ``retry`` (nothing without --frame)."""
+    """``relay()``'s ``frame``, ``max_frame`` and ``retry`` (none of them when not given)."""
     if not args.frame:
         if args.max_frame is not None:
             raise UsageError("--max-frame needs --frame")
-        if args.retry is not None or args.retry_delay is not None:
-            raise UsageError(_RETRY_NEEDS)
-        return {}
+        retry = _retry_policy(args, forever=False)
+        return {} if retry is None else {"retry": retry}  # TO, connected per client
     return {
         "frame": True,
         "max_frame": args.max_frame,

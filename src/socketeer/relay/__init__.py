@@ -91,8 +91,9 @@ def relay(
 
     ``frame=True`` carries datagrams over a stream (one side of each kind):
     each datagram is one SPEC §2 frame of at most ``max_frame`` bytes, and a
-    datagram FROM keeps a stream to TO per sender, connected again as
-    ``retry`` (a ``RetryPolicy``) says (``framed``).
+    datagram FROM keeps a stream to TO per sender (``framed``). ``retry`` (a
+    ``RetryPolicy``) connects to a stream TO again after a failure, each
+    attempt logged: per session there, per client in the blocking models.
 
     A FROM with nothing to listen on (``-``, ``exec:``, ``file:``, ``pty:``,
     an ``fd:N`` that is not a listening socket) is one pair; ``announce(line)``
@@ -104,8 +105,10 @@ def relay(
     """
     src = parse_endpoint(source) if isinstance(source, str) else source
     dst = parse_endpoint(target) if isinstance(target, str) else target
-    if frame or max_frame is not None or retry is not None:
+    if frame or max_frame is not None:
         return _framed(src, dst, locals())
+    if retry is not None:
+        return _retrying(src, dst, locals())
     src_datagram = isinstance(src, Address) and src.is_datagram
     dst_datagram = isinstance(dst, Address) and dst.is_datagram
     if src_datagram and dst_datagram:
@@ -196,7 +199,7 @@ def _framed(src: Endpoint, dst: Endpoint, given: dict[str, Any]) -> Server | Dat
     from .framed import FramedHandler, framed_relay
 
     if not given["frame"]:
-        raise UsageError("max_frame and retry need frame=True (or connect_both)")
+        raise UsageError("--max-frame needs --frame")
     if not (isinstance(src, Address) and isinstance(dst, Address)):
         raise UsageError("--frame needs addresses on both sides, not - or exec:")
     options = {name: given[name] for name in _FRAME_CHECKED}
@@ -241,6 +244,36 @@ def _framed(src: Endpoint, dst: Endpoint, given: dict[str, Any]) -> Server | Dat
         ipv6_only=given["ipv6_only"],
         **both.kwargs(*_BOTH_SIDES),
     )
+
+
+def _retrying(
+    src: Endpoint, dst: Endpoint, given: dict[str, Any]
+) -> Server | StdioRelay | DatagramRelay | DatagramTunnel:
+    """``relay(..., retry=...)``: a stream relay whose TO is connected to again, as told.
+
+    The blocking models only: each client (or the one pair) waits in its own
+    thread while TO is retried, and is closed, logged, when the policy gives up.
+    """
+    if not isinstance(dst, Address) or dst.is_datagram:
+        raise UsageError(
+            "--retry needs a side that connects again: a stream TO, --connect-both, "
+            "or --frame's stream TO"
+        )
+    if given["model"] == "async":
+        raise UsageError("--retry on a relay's TO needs the thread or fork model, not async")
+    options = {
+        name: value
+        for name, value in given.items()
+        if name not in ("source", "target", "src", "dst", "retry")
+    }
+    options["model"] = given["model"] or "thread"
+    built = relay(src, dst, **options)
+    handler = getattr(built, "handler", None)
+    if not isinstance(handler, RelayHandler):  # a datagram FROM: nothing to retry
+        built.close()
+        raise UsageError("--retry needs a stream FROM (or --frame from datagrams)")
+    handler.retry = given["retry"]
+    return built
 
 
 #: The options ``framed_relay`` refuses on the side they do not fit.

@@ -46,6 +46,7 @@ from .stream import HAS_SPLICE, Pair, Side
 if TYPE_CHECKING:
     from ..proxy.url import ProxyURL
     from ..server.idle import IdleWatch
+    from .retry import RetryPolicy
 
 __all__ = ["RelayHandler"]
 
@@ -66,6 +67,8 @@ class RelayHandler(Handler):
 
     name = "relay"
     raw_socket = True  # the async model hands over the accepted socket (start_async)
+    #: Connecting to TO again after a failure (``relay(retry=...)``; the blocking models).
+    retry: RetryPolicy | None = None
     announce: Callable[[str], None] | None = None  # told a new pty's path (TO pty:)
 
     def __init__(
@@ -257,13 +260,23 @@ class RelayHandler(Handler):
 
     def _connect(self, target: Address) -> Connection:
         tls = self.tls_setup[1] if self.tls_setup is not None else None
-        return connect(
-            target,
-            timeout=self.connect_timeout,
-            tls=tls,
-            proxy=self.proxy,
-            **self.to_options.kwargs(*CONNECT_OPTIONS),
-        )
+
+        def attempt() -> Connection:
+            return connect(
+                target,
+                timeout=self.connect_timeout,
+                tls=tls,
+                proxy=self.proxy,
+                **self.to_options.kwargs(*CONNECT_OPTIONS),
+            )
+
+        if self.retry is None:
+            return attempt()
+        from .dial import dial  # --retry: each attempt logged, the client waits
+
+        conn = dial(attempt, self.retry, "")
+        assert conn is not None  # no stop event: it connects or raises
+        return conn
 
     # -- the async model ------------------------------------------------------------------
 
