@@ -115,6 +115,7 @@ def carry(
         if got & (select.POLLERR | select.POLLNVAL):
             return
         if got & select.POLLHUP and not got & select.POLLIN:
+            _last_bytes(sink, to_sink)
             return  # the other end closed the socket: nobody is left to copy for
         if got & select.POLLIN and sock_open and not to_sink:
             try:
@@ -167,3 +168,12 @@ def carry(
                 if exc.errno not in (errno.EIO, *_GONE):
                     raise
                 to_sink = b""  # the sink is gone (a hung-up pty): what it would get is dropped
+
+
+def _last_bytes(sink: int | None, data: bytes) -> None:
+    """What the socket sent before it went, into ``sink`` as far as it takes them now."""
+    while sink is not None and data:
+        try:
+            data = data[os.write(sink, data) :]
+        except OSError:
+            return
