@@ -249,13 +249,18 @@ def short_connections(
 ) -> tuple[int, float]:
     """TOTAL (or as many as SECONDS allow) short connections by the C client: (done, seconds)."""
     limits = [str(total), str(concurrency), str(SIZE), f"{seconds:.1f}", str(REQUEST_TIMEOUT)]
-    out = subprocess.run(
-        [client, "127.0.0.1", str(port), *limits],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=False,
-    )
+    try:
+        out = subprocess.run(
+            [client, "127.0.0.1", str(port), *limits],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        counts.add(kind, failed=1)
+        counts.notes.append(f"{kind}: the client had not ended 60 s after its time (killed)")
+        return 0, seconds
     if out.returncode != 0:
         raise RuntimeError(f"soak_client: {out.stderr.strip()}")
     fields = out.stdout.split()
@@ -270,14 +275,19 @@ def bench(src: Path, port: int, seconds: float, counts: Counts, kind: str, *args
     """``socketeer bench`` for SECONDS; its requests and errors go into ``counts``."""
     argv = [sys.executable, "-m", "socketeer", "bench", f"tcp://127.0.0.1:{port}", "--json"]
     argv += ["--duration", f"{seconds:.1f}", "--max-errors", "1000000000", *args]
-    out = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        env=socketeer_env(src),
-        check=False,
-    )
+    try:
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            env=socketeer_env(src),
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        counts.add(kind, failed=1)
+        counts.notes.append(f"{kind} had not ended 60 s after its {seconds:.0f} s (killed)")
+        return
     try:
         result = json.loads(out.stdout)["result"]
     except (ValueError, KeyError):
@@ -499,18 +509,7 @@ def main() -> int:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if args.connections < 10 or args.minutes <= 0 or args.interval <= 0:
         parser.error("--connections must be at least 10, --minutes and --interval above 0")
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        client = compile_c("soak_client", Path(tmp))
-        for name in names:
-            print(
-                f"soak: {name}: {args.connections} connections, {args.minutes:g} min mixed",
-                file=sys.stderr,
-            )
-            result = soak(name, client, args.src, Path(tmp), args)
-            results.append(result)
-            if result["tracebacks"]:
-                print((Path(tmp) / f"{name}.log").read_text(errors="replace"), file=sys.stderr)
+    results: list[dict[str, Any]] = []
     summary = {
         "parameters": {
             "connections": args.connections,
@@ -524,7 +523,19 @@ def main() -> int:
         },
         "results": results,
     }
-    args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    with tempfile.TemporaryDirectory() as tmp:
+        client = compile_c("soak_client", Path(tmp))
+        for name in names:
+            print(
+                f"soak: {name}: {args.connections} connections, {args.minutes:g} min mixed",
+                file=sys.stderr,
+            )
+            result = soak(name, client, args.src, Path(tmp), args)
+            results.append(result)
+            # After each target, so a run cut short keeps what it measured.
+            args.json.write_text(json.dumps(summary, indent=2) + "\n")
+            if result["tracebacks"]:
+                print((Path(tmp) / f"{name}.log").read_text(errors="replace"), file=sys.stderr)
     print(report(results))
     return 0 if all(r["goals_met"] for r in results) else 1
 
