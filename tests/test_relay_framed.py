@@ -146,10 +146,11 @@ def talk(address: str, client: int, sizes: list[int], results: dict[int, object]
         results[client] = exc
 
 
+@pytest.mark.parametrize("model", ["thread", "fork"])
 def test_udp_over_tcp_three_clients_1000_datagrams_of_mixed_sizes(
-    background: type[Background],
+    background: type[Background], model: str
 ) -> None:
-    address, procs = tunnel(background)
+    address, procs = tunnel(background, back=("--model", model))
     sizes = mixed_sizes(1000, 12)
     results: dict[int, object] = {}
     threads = [
