@@ -148,6 +148,29 @@ def test_pty_process_status_and_signal() -> None:
     assert _gone(proc.pid)
 
 
+@pytest.mark.parametrize("waiting", ["poll", "select"])
+def test_carry_through_a_pty(monkeypatch: pytest.MonkeyPatch, waiting: str) -> None:
+    """Both ways through a program's pty, EOF as ^D; ``select`` is the path off Linux."""
+    import socketeer._bridge
+
+    monkeypatch.setattr(socketeer._bridge, "_POLL_TAKES_DEVICES", waiting == "poll")
+    proc = PtyProcess(["sh", "-c", "stty -echo; echo ready; cat; echo done"])
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        runner = threading.Thread(target=proc.carry, args=(theirs,))
+        runner.start()
+        ours.settimeout(10)
+        seen = b""
+        while b"ready" not in seen:
+            seen += ours.recv(100)
+        ours.sendall(b"line one\n")
+        ours.shutdown(socket.SHUT_WR)  # cat reads ^D: it ends, sh says done
+        rest = _read_all(ours)
+        runner.join(10)
+    assert b"line one\r\n" in rest and rest.endswith(b"done\r\n"), rest
+    assert proc.returncode == 0 and _gone(proc.pid)
+
+
 # -- serve ... exec --pty ------------------------------------------------------------
 
 

@@ -17,6 +17,11 @@ each direction the way that kind of descriptor ends:
 
 The loop ends when both directions are done, or at once when the socket is
 gone (the other end closed it: POLLHUP, EPIPE, a reset).
+
+``poll`` on Linux; elsewhere ``select``, since macOS's ``poll`` does not
+take devices (a pty). ``select`` does not say that a socket whose EOF was
+read is now closed too, so there the loop learns it from the next write
+(EPIPE) or from ``linger``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import errno
 import os
 import select
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import Final
@@ -35,6 +41,34 @@ __all__ = ["carry"]
 CHUNK: Final = 64 * 1024
 _GONE: Final = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.EBADF})
 _HUP: Final = select.POLLHUP | select.POLLERR | select.POLLNVAL
+_POLL_TAKES_DEVICES: Final = sys.platform.startswith("linux")
+
+
+class _Waiter:
+    """``poll`` where it takes every descriptor kind; ``select`` with poll's flags elsewhere."""
+
+    def __init__(self) -> None:
+        self._poller = select.poll() if _POLL_TAKES_DEVICES else None
+        self._registered: set[int] = set()
+
+    def wait(self, wanted: dict[int, int], timeout: float | None) -> dict[int, int]:
+        """The events of ``wanted`` (fd to POLLIN/POLLOUT) that happened, by descriptor."""
+        if self._poller is not None:
+            for fd in self._registered - wanted.keys():
+                self._poller.unregister(fd)
+            for fd, mask in wanted.items():
+                self._poller.register(fd, mask)  # registers or modifies
+            self._registered = set(wanted)
+            return dict(self._poller.poll(None if timeout is None else timeout * 1000))
+        readers = [fd for fd, mask in wanted.items() if mask & select.POLLIN]
+        writers = [fd for fd, mask in wanted.items() if mask & select.POLLOUT]
+        readable, writable, _ = select.select(readers, writers, [], timeout)
+        events: dict[int, int] = {}
+        for fd in readable:
+            events[fd] = select.POLLIN
+        for fd in writable:
+            events[fd] = events.get(fd, 0) | select.POLLOUT
+        return events
 
 
 def carry(
@@ -64,8 +98,7 @@ def carry(
     sock_open = True  # still read
     eof_passed = False  # the socket's EOF went on to at_eof
     sock_shut = False
-    poller = select.poll()
-    registered: set[int] = set()
+    waiter = _Waiter()
     until: float | None = None  # when lingering after the socket's EOF ends
 
     def shut_sock() -> None:
@@ -99,18 +132,13 @@ def carry(
             wanted[source] = select.POLLIN
         if sink is not None and to_sink:
             wanted[sink] = wanted.get(sink, 0) | select.POLLOUT
-        for fd in registered - wanted.keys():
-            poller.unregister(fd)
-        for fd, mask in wanted.items():
-            poller.register(fd, mask)  # registers or modifies
-        registered = set(wanted)
         if until is None:
-            events = dict(poller.poll())
+            events = waiter.wait(wanted, None)
         else:
             left = until - time.monotonic()
             if left <= 0:
                 return
-            events = dict(poller.poll(left * 1000))
+            events = waiter.wait(wanted, left)
         got = events.get(sock_fd, 0)
         if got & (select.POLLERR | select.POLLNVAL):
             return
