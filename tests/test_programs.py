@@ -120,7 +120,15 @@ def test_pty_size() -> None:
 # -- the pty mechanics ---------------------------------------------------------------
 
 
-def test_pty_process_is_a_session_on_its_terminal_and_is_reaped(no_fd_leak: None) -> None:
+@pytest.mark.parametrize("spawn", ["posix_spawn", "setsid step"])
+def test_pty_process_is_a_session_on_its_terminal_and_is_reaped(
+    no_fd_leak: None, monkeypatch: pytest.MonkeyPatch, spawn: str
+) -> None:
+    """Linux's posix_spawn takes the terminal by opening it; the Python step (the path
+    elsewhere) with setsid and TIOCSCTTY, which Linux runs too."""
+    import socketeer._pty
+
+    monkeypatch.setattr(socketeer._pty, "_LINUX", spawn == "posix_spawn")
     code = (
         "import os, sys; print(sys.stdin.isatty(), os.getsid(0) == os.getpid()); open('/dev/tty')"
     )
