@@ -16,6 +16,7 @@ program is hung up and reaped when the client leaves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -78,7 +79,11 @@ class Exec(Handler):
 
     def _on_pty(self, sock: socket.socket, local: Address | None, peer: Address | None) -> None:
         """The program on a new pty, the connection copied through its master."""
-        proc = PtyProcess(self.argv, size=self.pty_size, env=ucspi_environment(local, peer))
+        try:
+            proc = PtyProcess(self.argv, size=self.pty_size, env=ucspi_environment(local, peer))
+        except BaseException:
+            sock.close()
+            raise
         with self._lock:
             self._running.add(proc)
         try:
@@ -122,7 +127,8 @@ class Exec(Handler):
                 try:
                     self._on_pty(sock, local, peer)
                 finally:
-                    loop.call_soon_threadsafe(_settle, done)
+                    with contextlib.suppress(RuntimeError):  # the loop is gone (a forced stop)
+                        loop.call_soon_threadsafe(_settle, done)
 
             threading.Thread(target=run, name="exec-pty", daemon=True).start()
             await asyncio.shield(done)
