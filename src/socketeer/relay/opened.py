@@ -182,7 +182,11 @@ def _program_on_pty(end: Program) -> Carried:
     def work(theirs: socket.socket) -> None:
         proc.carry(theirs)  # hangs up and reaps at the end
 
-    return Carried(str(end), work)
+    try:
+        return Carried(str(end), work)
+    except BaseException:
+        proc.close(grace=0)
+        raise
 
 
 def _file(end: File, at_from: bool) -> Carried:
