@@ -23,7 +23,14 @@ from socketeer.relay.framecodec import DEFAULT_MAX_FRAME, DatagramFramer
 from socketeer.relay.framed import DatagramTunnel
 from socketeer.server import Server
 
-from .conftest import SOCKETEER, Background, assert_one_line_error, open_fds, run_cli
+from .conftest import (
+    SOCKETEER,
+    Background,
+    assert_one_line_error,
+    free_port_refusing,
+    open_fds,
+    run_cli,
+)
 
 SRC = Path(socketeer.__file__).parent
 IO_MODULES = {"socket", "ssl", "asyncio", "selectors", "select", "subprocess", "threading"}
@@ -296,6 +303,29 @@ def test_a_datagram_over_the_limit_is_dropped_and_logged(background: type[Backgr
             with fake.accept(timeout=5) as upstream:
                 upstream.timeout = 5
                 assert upstream.recv_exactly(14) == b"\0\0\0\x0a" + b"x" * 10
+
+
+def test_a_sender_to_an_unreachable_to_costs_one_connect_a_second(
+    background: type[Background],
+) -> None:
+    refusing, port = free_port_refusing()
+    with refusing:
+        near, address = start(
+            background, "relay", "--frame", "udp://127.0.0.1:0", f"tcp://127.0.0.1:{port}"
+        )
+        with socketeer.open_datagram(address, timeout=5) as client:
+            for number in range(50):
+                client.send(b"lost %d" % number)
+            near.wait_for_stderr(b"datagrams dropped for 1s")
+            time.sleep(0.3)
+            assert sum(b"connection refused" in line for line in near.stderr_lines) == 1
+            refusing.listen()  # TO comes up; after the hold-off the sender gets through
+            time.sleep(1.1)
+            client.send(b"after")
+            upstream, _ = refusing.accept()
+            with upstream:
+                upstream.settimeout(5)
+                assert upstream.recv(100) == b"\0\0\0\x05after"
 
 
 def test_sessions_are_bounded_and_expire(background: type[Background]) -> None:

@@ -61,6 +61,9 @@ log = logging.getLogger("socketeer.relay")
 
 READ_SIZE = 256 * 1024
 BATCH = 256  # datagrams per wake-up before the other sockets get a turn
+#: After a session's TO could not be reached, its datagrams are dropped for this
+#: long before the next connect: a sender does not cause one connect per datagram.
+HOLD_OFF = 1.0
 _IDLE = (BlockingIOError, InterruptedError)
 
 
@@ -130,7 +133,7 @@ def _stream_error(exc: BaseException, where: str) -> str:
 class _Session:
     """One sender: its stream to TO once connected, its frames waiting until then."""
 
-    __slots__ = ("client", "last_seen", "stream", "waiting", "waiting_bytes")
+    __slots__ = ("client", "failed_at", "last_seen", "stream", "waiting", "waiting_bytes")
 
     def __init__(self, client: Any) -> None:
         self.client = client  # the raw sockaddr the kernel gave
@@ -138,6 +141,7 @@ class _Session:
         self.waiting: list[bytes] = []  # datagrams that came before the stream
         self.waiting_bytes = 0
         self.last_seen = time.monotonic()
+        self.failed_at: float | None = None  # when TO could not be reached, last
 
 
 class DatagramTunnel:
@@ -271,6 +275,10 @@ class DatagramTunnel:
 
     def _forward(self, session: _Session, datagram: memoryview) -> None:
         stream = session.stream
+        if session.failed_at is not None:
+            if time.monotonic() - session.failed_at < HOLD_OFF:
+                return  # TO was unreachable a moment ago: dropped, not one connect each
+            self._start_connect(session)
         if stream is None:  # still connecting: wait, within the same bound
             if session.waiting_bytes < HIGH_WATER:
                 session.waiting.append(bytes(datagram))
@@ -301,11 +309,15 @@ class DatagramTunnel:
             self._end(evicted)
         session = _Session(sender)
         self.sessions[sender] = session
+        self._start_connect(session)
+        return session
+
+    def _start_connect(self, session: _Session) -> None:
+        session.failed_at = None
         thread = quiet_thread(self._connect, session)
         with self._lock:
             self._connecting.add(thread)
         thread.start()
-        return session
 
     def _connect(self, session: _Session) -> None:
         """In a thread: TO for one session, retried as the policy says."""
@@ -326,7 +338,7 @@ class DatagramTunnel:
             if conn is not None:
                 sock, _ = conn.detach()
         except SocketeerError as exc:
-            log.warning("session %s: %s; dropped", name, exc)
+            log.warning("session %s: %s; its datagrams dropped for %gs", name, exc, HOLD_OFF)
         with self._lock:
             self._connecting.discard(threading.current_thread())
             if self._closing.is_set():
@@ -344,8 +356,9 @@ class DatagramTunnel:
                 if sock is not None:
                     sock.close()
                 continue
-            if sock is None:
-                self._end(session)
+            if sock is None:  # kept, so its datagrams are dropped for a while
+                session.failed_at = time.monotonic()
+                session.waiting, session.waiting_bytes = [], 0
                 continue
             stream = FrameStream(sock, self.max_frame)
             session.stream = stream
