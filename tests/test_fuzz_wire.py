@@ -419,16 +419,7 @@ def rss_kib(pid: int) -> int:
     "model",
     [
         "thread",
-        pytest.param(
-            "async",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the async echo fast path (EchoProtocol) writes every chunk it reads "
-                "and never pauses reading when the transport's write buffer is full: a "
-                "client that sends and never reads grows the server by what it sends "
-                "(300 MiB sent, 318 MiB RSS)",
-            ),
-        ),
+        "async",
     ],
 )
 def test_echo_holds_back_a_client_that_never_reads(
