@@ -150,7 +150,10 @@ def test_bash_registers_a_function_for_socketeer(bash_script: Path) -> None:
         ("socketeer re", ["relay"]),
         ("socketeer c", ["connect", "completion"]),
         ("socketeer serve 127.0.0.1:0 e", ["echo", "exec"]),
-        ("socketeer serve 127.0.0.1:0 ", ["echo", "discard", "ack", "exec", "broker", "chat"]),
+        (
+            "socketeer serve 127.0.0.1:0 ",
+            ["echo", "discard", "ack", "exec", "broker", "chat", "socks5", "http-proxy"],
+        ),
         ("socketeer completion ", ["bash", "zsh"]),
         ("socketeer relay --proxy-protocol ", ["v1", "v2"]),
         ("socketeer serve --model ", ["thread", "fork", "async"]),
