@@ -233,6 +233,50 @@ def background() -> Iterator[type[Background]]:
         item.stop()
 
 
+# -- looking at a process from outside (Linux /proc) --------------------------------------
+
+
+def fd_count(pid: int) -> int:
+    """How many descriptors ``pid`` has open."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def rss_kib(pid: int) -> int:
+    """``pid``'s resident memory in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def port_of(address: str) -> int:
+    """The port of an address a server printed (``listening on ADDRESS``)."""
+    from socketeer import Address
+
+    port = Address.parse(address).port
+    assert port is not None, address
+    return port
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, for peer programs that cannot bind port 0 and say so."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def limit_descriptors(limit: int) -> Any:
+    """A ``preexec_fn`` that lowers RLIMIT_NOFILE to ``limit`` in the child (before exec)."""
+
+    def preexec() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        os.setsid()
+
+    return preexec
+
+
 def free_port_refusing() -> tuple[socket.socket, int]:
     """A bound, non-listening TCP socket: connecting to its port is refused."""
     sock = socket.socket()

@@ -15,7 +15,7 @@ import pytest
 
 import socketeer
 
-from .conftest import SOCKETEER, Background, cli_env
+from .conftest import SOCKETEER, Background, cli_env, fd_count, port_of
 
 MODELS = ["thread", "fork", "async"]
 
@@ -38,10 +38,6 @@ def udp_client() -> socket.socket:
     sock.bind(("127.0.0.1", 0))
     sock.settimeout(5)
     return sock
-
-
-def port_of(address: str) -> int:
-    return socketeer.Address.parse(address).port
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -161,10 +157,6 @@ def test_unix_datagram_server_answers_autobound_clients(
 
 
 # -- relays ---------------------------------------------------------------------------------
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 from socketeer.address import Address
 from socketeer.proxyproto import encode_v1, encode_v2
 
-from .conftest import SOCKETEER, Background, cli_env
+from .conftest import SOCKETEER, Background, cli_env, fd_count, rss_kib
 
 pytestmark = pytest.mark.slow  # about a minute in all: 15 processes, 150 connections each
 
@@ -325,10 +325,6 @@ def target(
 # -- what must hold afterwards ---------------------------------------------------------------
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
 def zombies(pid: int) -> int:
     """Zombie children of ``pid``."""
     count = 0
@@ -406,13 +402,6 @@ def test_hostile_bytes_leave_the_process_serving(
 
 
 # -- a client that sends and never reads ------------------------------------------------------
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,7 @@ from socketeer._deadline import Deadline
 from socketeer.address import Address
 from socketeer.proxy import ProxyURL, tunnel, tunnel_async
 
-from .conftest import HAS_IPV6, free_port_refusing, require_peer
+from .conftest import HAS_IPV6, free_port, free_port_refusing, require_peer
 
 GREETING = b"hello from the target\n"
 BIG = 20 << 20
@@ -122,12 +122,6 @@ def refused() -> Iterator[Address]:
 
 
 # -- the proxies --------------------------------------------------------------------------
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_accepting(

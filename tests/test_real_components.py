@@ -26,16 +26,9 @@ import pytest
 import socketeer
 from socketeer.proxyproto import parse_proxy_header
 
-from .conftest import SOCKETEER, Background, cli_env, require_peer
+from .conftest import SOCKETEER, Background, cli_env, fd_count, free_port, require_peer
 
 pytestmark = pytest.mark.peer
-
-
-def free_port() -> int:
-    """A port nothing listens on now, for programs that cannot bind port 0 and say so."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_accepting(port: int, timeout: float = 15) -> None:
@@ -78,10 +71,6 @@ def program(argv: list[str], *, cwd: Path | None = None) -> Iterator[subprocess.
 def start_relay(background: type[Background], *argv: str) -> tuple[Background, str]:
     relay = background([*SOCKETEER, "relay", *argv], stdin=subprocess.DEVNULL)
     return relay, relay.wait_listening()
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def settles_to(pid: int, limit: int, timeout: float = 10) -> bool:

@@ -18,7 +18,7 @@ import socketeer
 from socketeer import aio
 from socketeer.proxyproto import encode_v2, parse_proxy_header
 
-from .conftest import SOCKETEER, Background, cli_env, require_peer
+from .conftest import SOCKETEER, Background, cli_env, fd_count, require_peer, rss_kib
 from .swap import BLOCK, blocks, digest_of
 
 MODELS = ["thread", "fork", "async"]
@@ -304,17 +304,6 @@ def test_ncat_client_through_relay_to_socat_server(
 
 
 # -- faults ----------------------------------------------------------------------------------
-
-
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def wait_fds(pid: int, expected: int) -> None:

@@ -21,7 +21,7 @@ import trustme
 import socketeer
 from socketeer.proxyproto import encode_v1, encode_v2, parse_proxy_header
 
-from .conftest import SOCKETEER, Background, cli_env
+from .conftest import SOCKETEER, Background, cli_env, limit_descriptors
 from .test_relay import fd_count, start_relay
 
 MODELS = ["thread", "fork", "async"]
@@ -361,14 +361,6 @@ def test_tls_serve_and_relay_on_socket_activation(
 # -- running out of descriptors -----------------------------------------------------------------
 
 
-def _limited(limit: int) -> object:
-    def preexec() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-        os.setsid()
-
-    return preexec
-
-
 # The fork model's parent holds no client's descriptors (each child has its own
 # table), so only the thread and async models can run out in the parent.
 @pytest.mark.parametrize("model", ["thread", "async"])
@@ -400,7 +392,7 @@ def test_out_of_descriptors_closes_the_client_and_keeps_serving(model: str, tmp_
                 stdin=subprocess.DEVNULL,
                 stderr=err_file,
                 env=cli_env(),
-                preexec_fn=_limited(48),  # noqa: PLW1509 - the limit must be set before exec
+                preexec_fn=limit_descriptors(48),  # noqa: PLW1509 - the limit must be set before exec
             )
         clients: list[socket.socket] = []
         try:

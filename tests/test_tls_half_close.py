@@ -587,12 +587,6 @@ def test_stdio_relay_to_a_tls_upstream_passes_eof_on(certs: Certs) -> None:
 
 
 @pytest.fixture
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.peer
 def test_openssl_s_server_sees_close_notify(
     certs: Certs, background: type[Background], free_port: int

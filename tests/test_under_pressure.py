@@ -14,22 +14,11 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-import socketeer
-
-from .conftest import SOCKETEER, Background, cli_env
-
-
-def _limited(limit: int) -> Callable[[], None]:
-    def preexec() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-        os.setsid()
-
-    return preexec
+from .conftest import SOCKETEER, Background, cli_env, fd_count, limit_descriptors, port_of, rss_kib
 
 
 def _raise_own_limit(wanted: int) -> None:
@@ -40,17 +29,6 @@ def _raise_own_limit(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
 def echo_once(port: int, payload: bytes = b"ping\n", timeout: float = 5) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(payload)
@@ -59,12 +37,6 @@ def echo_once(port: int, payload: bytes = b"ping\n", timeout: float = 5) -> byte
         while chunk := sock.recv(65536):
             got += chunk
         return got
-
-
-def port_of(address: str) -> int:
-    port = socketeer.Address.parse(address).port
-    assert port is not None
-    return port
 
 
 # -- out of descriptors: serve ------------------------------------------------------------------
@@ -81,7 +53,7 @@ def test_serve_out_of_descriptors_keeps_serving(model: str, tmp_path: Path) -> N
             stdin=subprocess.DEVNULL,
             stderr=err_file,
             env=cli_env(),
-            preexec_fn=_limited(48),  # noqa: PLW1509 - the limit must be set before exec
+            preexec_fn=limit_descriptors(48),  # noqa: PLW1509 - the limit must be set before exec
         )
     clients: list[socket.socket] = []
     try:
