@@ -25,8 +25,17 @@ from .errors import SocketeerError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from typing import Any, Protocol, TypeVar
 
-    from ._sockio import Target
+    class _Attempt(Protocol):
+        """What is raced: ``_sockio.Target`` (not imported: it imports this module)."""
+
+        @property
+        def family(self) -> int: ...
+        @property
+        def sockaddr(self) -> Any: ...
+
+    Target = TypeVar("Target", bound=_Attempt)
 
 # RFC 8305 §5 recommends 250 ms ("Connection Attempt Delay"), within 100 ms to 2 s.
 ATTEMPT_DELAY = 0.25

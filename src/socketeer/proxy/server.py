@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 from ..errors import ProxyAuthError, ProxyError, ProxyRefused
 from . import http, socks
+from ._exchange import Exchange
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -60,30 +61,16 @@ def check_password(users: Mapping[str, str], username: str, password: str) -> bo
     return hmac.compare_digest(candidate, password.encode()) and expected is not None
 
 
-class _ServerHandshake:
-    """An outgoing buffer, an incoming one, and the request once it is in."""
+class _ServerHandshake(Exchange):
+    """The feed discipline, and the request once it is in; a broken or refused
+    exchange is over at once (nothing more is read)."""
 
     def __init__(self) -> None:
-        self._out = bytearray()
-        self._in = bytearray()
-        self._closed = False
+        super().__init__()
         #: ``(host, port)`` the client asks for, once its request is complete.
         self.request: tuple[str, int] | None = None
         #: The user name it logged in with (None: no login).
         self.username: str | None = None
-
-    @property
-    def done(self) -> bool:
-        """The exchange is over: answered (``reply``) or refused."""
-        return self._closed
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def wanted(self) -> int:
-        raise NotImplementedError
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the client (at most ``wanted()``); ``b""`` means EOF.
@@ -92,26 +79,27 @@ class _ServerHandshake:
             ProxyError: the client closed early or broke the protocol.
             ProxyRefused: refused (its answer is queued in ``data_to_send``).
         """
-        if self._closed or self.request is not None:
-            raise ProxyError("client sent data before the proxy answered")
-        if not data:
-            self._closed = True
-            raise ProxyError("client closed the connection during the proxy handshake")
-        if len(data) > self.wanted():
-            raise ProxyError("fed the proxy handshake more than it asked for")
-        self._in += data
         try:
-            self._advance()
+            super().receive_data(data)
         except ProxyError:
-            self._closed = True  # broken or refused: nothing more is read
+            self._over = True  # broken or refused: nothing more is read
             raise
 
-    def _advance(self) -> None:
-        raise NotImplementedError
+    def _taking_no_more(self) -> bool:
+        return self._over or self.request is not None
+
+    def _late(self) -> ProxyError:
+        return ProxyError("client sent data before the proxy answered")
+
+    def _closed_early(self) -> None:
+        raise ProxyError("client closed the connection during the proxy handshake")
+
+    def _overfed(self) -> ProxyError:
+        return ProxyError("fed the proxy handshake more than it asked for")
 
     def _refuse(self, answer: bytes, error: ProxyRefused) -> ProxyRefused:
         self._out += answer
-        self._closed = True
+        self._over = True
         return error
 
 
@@ -128,7 +116,7 @@ class Socks5ServerHandshake(_ServerHandshake):
         self._step = "greeting"
 
     def wanted(self) -> int:
-        if self._closed or self.request is not None:
+        if self._taking_no_more():
             return 0
         buf = self._in
         if self._step == "greeting":
@@ -227,10 +215,10 @@ class Socks5ServerHandshake(_ServerHandshake):
 
     def reply(self, code: int, host: str = "0.0.0.0", port: int = 0) -> None:
         """Answer the request: ``SUCCEEDED`` with the bound address, or a failure code."""
-        if self.request is None or self._closed:
+        if self.request is None or self._over:
             raise ProxyError("nothing to reply to")
         self._out += _socks5_reply(code, host, port)
-        self._closed = True
+        self._over = True
 
 
 def _socks5_reply(code: int, host: str = "0.0.0.0", port: int = 0) -> bytes:
@@ -253,7 +241,7 @@ class HttpProxyHandshake(_ServerHandshake):
         self.version = "HTTP/1.1"
 
     def wanted(self) -> int:
-        if self._closed or self.request is not None:
+        if self._taking_no_more():
             return 0
         return self._reader.wanted()
 
@@ -310,13 +298,13 @@ class HttpProxyHandshake(_ServerHandshake):
 
     def reply(self, status: int, reason: str) -> None:
         """Answer the request: 200 opens the tunnel; any other status closes it."""
-        if self.request is None or self._closed:
+        if self.request is None or self._over:
             raise ProxyError("nothing to reply to")
         if 200 <= status < 300:
             self._out += http.encode_response(http.Response(status, reason, self.version))
         else:
             self._out += self._answer(status, reason)
-        self._closed = True
+        self._over = True
 
 
 def _http_answer(

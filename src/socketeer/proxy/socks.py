@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass
 
 from ..errors import ProxyAuthError, ProxyError, ProxyRefused, ProxyTargetUnreachable
+from ._exchange import Exchange
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -379,49 +380,25 @@ def decode_socks5_message(buf: bytes | bytearray) -> tuple[Socks5Message, int] |
 # -- the client's handshakes -----------------------------------------------------------
 
 
-class _Handshake:
-    """What every client handshake shares: an outgoing buffer, an incoming one, a state."""
+class _Handshake(Exchange):
+    """What every client handshake shares: the feed discipline, and errors that name
+    the proxy (without its password) and the target."""
 
     def __init__(self, proxy: str, target: str) -> None:
+        super().__init__()
         self._proxy = proxy  # for messages only: the proxy URL without its password
         self._target = target
-        self._out = bytearray()
-        self._in = bytearray()
-        self._done = False
 
-    @property
-    def done(self) -> bool:
-        return self._done
+    def _late(self) -> ProxyError:
+        return ProxyError(f"proxy {self._proxy}: data after the handshake was done")
 
-    def data_to_send(self) -> bytes:
-        """The bytes to write now (``b""`` when there are none)."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+    def _closed_early(self) -> None:
+        raise ProxyError(
+            f"proxy {self._proxy} closed the connection during the handshake for {self._target}"
+        )
 
-    def wanted(self) -> int:
-        """How many bytes to read next, at most: never past the end of the proxy's reply."""
-        raise NotImplementedError
-
-    def receive_data(self, data: bytes) -> None:
-        """Feed bytes read from the proxy; ``b""`` means it closed the connection.
-
-        Raises:
-            ProxyError: the proxy closed early, broke the protocol or refused.
-        """
-        if self._done:
-            raise ProxyError(f"proxy {self._proxy}: data after the handshake was done")
-        if not data:
-            raise ProxyError(
-                f"proxy {self._proxy} closed the connection during the handshake for {self._target}"
-            )
-        if len(data) > self.wanted():
-            raise ProxyError(f"proxy {self._proxy}: read more than the handshake wanted")
-        self._in += data
-        self._advance()
-
-    def _advance(self) -> None:
-        raise NotImplementedError
+    def _overfed(self) -> ProxyError:
+        return ProxyError(f"proxy {self._proxy}: read more than the handshake wanted")
 
     def _invalid(self, exc: ProxyError) -> ProxyError:
         return ProxyError(f"proxy {self._proxy}: {exc} (while connecting to {self._target})")
@@ -445,7 +422,7 @@ class Socks4Handshake(_Handshake):
             raise self._invalid(exc) from None
 
     def wanted(self) -> int:
-        return 0 if self._done else SOCKS4_REPLY_SIZE - len(self._in)
+        return 0 if self._over else SOCKS4_REPLY_SIZE - len(self._in)
 
     def _advance(self) -> None:
         try:
@@ -455,7 +432,7 @@ class Socks4Handshake(_Handshake):
         if decoded is None:
             return
         reply, _ = decoded
-        self._done = True
+        self._over = True
         if reply.code != SOCKS4_GRANTED:
             label = f"SOCKS4 reply {reply.code:#04x}"
             raise self._refused(ProxyRefused, reply.code, SOCKS4_REPLIES[reply.code], label)
@@ -492,7 +469,7 @@ class Socks5Handshake(_Handshake):
         self._step = "method"
 
     def wanted(self) -> int:
-        if self._done:
+        if self._over:
             return 0
         if self._step == "reply":
             try:
@@ -523,7 +500,7 @@ class Socks5Handshake(_Handshake):
             code = self._in[1]
             self._in.clear()
             if not status[0]:
-                self._done = True
+                self._over = True
                 raise ProxyAuthError(
                     f"proxy authentication failed: {self._proxy} rejected the user name "
                     f"and password (for {self._target}, SOCKS5 login status {code})",
@@ -537,7 +514,7 @@ class Socks5Handshake(_Handshake):
             if decoded is None:
                 return
             reply, _ = decoded
-            self._done = True
+            self._over = True
             if reply.code != 0:
                 meaning = SOCKS5_REPLIES.get(reply.code, "unknown reply code")
                 kind = (
@@ -555,7 +532,7 @@ class Socks5Handshake(_Handshake):
             self._out += self._login
             self._step = "login"
         else:
-            self._done = True
+            self._over = True
             if method != NO_ACCEPTABLE:
                 wants = f"chose a method that was not offered ({method:#04x})"
             elif self._credentials is None:
