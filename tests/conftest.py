@@ -294,6 +294,51 @@ def assert_one_line_error(stderr: bytes, *needles: str) -> None:
         assert needle in text, text
 
 
+class ServingThread:
+    """A loopback listener served in a thread, ``handle(conn)`` for each client in turn.
+
+    ``served`` counts the clients it is done with (their connection closed), so a
+    test can wait for the server's side before it counts descriptors.
+    """
+
+    def __init__(self, handle: Any, *, timeout: float = 10) -> None:
+        import socketeer
+
+        self._socketeer = socketeer
+        self.listener = socketeer.listen("tcp://127.0.0.1:0")
+        assert self.listener.address is not None and self.listener.address.port is not None
+        self.address = str(self.listener.address)
+        self.port = self.listener.address.port
+        self.served = threading.Semaphore(0)
+        self._handle = handle
+        self._timeout = timeout
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        errors = self._socketeer
+        while not self._stopping:
+            try:
+                conn = self.listener.accept(timeout=0.2)
+            except errors.Timeout:
+                continue
+            except errors.SocketeerError:
+                return
+            with conn, contextlib.suppress(errors.SocketeerError):
+                conn.timeout = self._timeout
+                self._handle(conn)
+            self.served.release()
+
+    def wait_served(self) -> None:
+        assert self.served.acquire(timeout=5), "the server did not finish with its client"
+
+    def close(self) -> None:
+        self._stopping = True
+        self._thread.join(5)
+        self.listener.close()
+
+
 def serve_once(listener: Any, handler: Any, timeout: float = 30) -> threading.Thread:
     """Accept one client on ``listener`` in a thread and run ``handler(conn)`` on it."""
 

@@ -18,7 +18,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from socketeer import aio
 from socketeer._eyeballs import ATTEMPT_DELAY, attempt_order
 from socketeer._sockio import Target
 
-from .conftest import IN_CI, ROOT, free_port_refusing, open_fds
+from .conftest import IN_CI, ROOT, ServingThread, free_port_refusing, open_fds
 
 
 def _target(family: int, n: int) -> Target:
@@ -104,44 +103,14 @@ def black_hole() -> Iterator[int]:
         listener.close()
 
 
-class EchoServer:
-    """A listener in a thread that echoes one line per client; ``served`` counts clients done."""
-
-    def __init__(self) -> None:
-        self.listener = socketeer.listen("tcp://127.0.0.1:0")
-        assert self.listener.address is not None and self.listener.address.port is not None
-        self.port = self.listener.address.port
-        self.served = threading.Semaphore(0)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopping:
-            try:
-                conn = self.listener.accept(timeout=0.2)
-            except socketeer.Timeout:
-                continue
-            except socketeer.SocketeerError:
-                return
-            with conn:
-                conn.timeout = 5
-                with contextlib.suppress(socketeer.SocketeerError):
-                    conn.send_line(conn.recv_line())
-            self.served.release()
-
-    def wait_served(self) -> None:
-        assert self.served.acquire(timeout=5), "the server did not finish with its client"
-
-    def close(self) -> None:
-        self.stopping = True
-        self.thread.join(5)
-        self.listener.close()
+def _echo_a_line(conn: socketeer.Connection) -> None:
+    conn.send_line(conn.recv_line())
 
 
 @pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    server = EchoServer()
+def echo() -> Iterator[ServingThread]:
+    """A listener in a thread that echoes one line per client."""
+    server = ServingThread(_echo_a_line, timeout=5)
     yield server
     server.close()
 
@@ -159,7 +128,7 @@ def _resolving_to(monkeypatch: pytest.MonkeyPatch, *ports: int) -> None:
 
 
 def test_a_dead_first_address_costs_one_attempt_delay(
-    monkeypatch: pytest.MonkeyPatch, echo: EchoServer
+    monkeypatch: pytest.MonkeyPatch, echo: ServingThread
 ) -> None:
     with black_hole() as dead:
         _resolving_to(monkeypatch, dead, echo.port)
@@ -176,7 +145,7 @@ def test_a_dead_first_address_costs_one_attempt_delay(
 
 
 def test_a_failed_attempt_starts_the_next_at_once(
-    monkeypatch: pytest.MonkeyPatch, echo: EchoServer
+    monkeypatch: pytest.MonkeyPatch, echo: ServingThread
 ) -> None:
     refusing, refused = free_port_refusing()
     with refusing:
@@ -211,7 +180,7 @@ def test_the_timeout_bounds_the_whole_race(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_aio_a_dead_first_address_costs_one_attempt_delay(
-    monkeypatch: pytest.MonkeyPatch, echo: EchoServer
+    monkeypatch: pytest.MonkeyPatch, echo: ServingThread
 ) -> None:
     async def main() -> float:
         started = time.monotonic()

@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +25,15 @@ import pytest
 import socketeer
 from socketeer.proxyproto import parse_proxy_header
 
-from .conftest import SOCKETEER, Background, cli_env, fd_count, free_port, require_peer
+from .conftest import (
+    SOCKETEER,
+    Background,
+    ServingThread,
+    cli_env,
+    fd_count,
+    free_port,
+    require_peer,
+)
 
 pytestmark = pytest.mark.peer
 
@@ -84,50 +91,25 @@ def settles_to(pid: int, limit: int, timeout: float = 10) -> bool:
     return True
 
 
-class HeaderEcho:
-    """An upstream that reads the PROXY header each client starts with and answers
-    with the source address it names, then echoes the rest."""
-
-    def __init__(self) -> None:
-        self.listener = socketeer.listen("tcp://127.0.0.1:0")
-        self.address = str(self.listener.address)
-        self.stopping = False
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stopping:
-            try:
-                conn = self.listener.accept(timeout=0.2)
-            except socketeer.Timeout:
-                continue
-            except socketeer.SocketeerError:
-                return
-            with conn, contextlib.suppress(socketeer.SocketeerError):
-                conn.timeout = 10
-                data = b""
-                while (found := parse_proxy_header(data)) is None:
-                    more = conn.recv()
-                    if not more:
-                        break
-                    data += more
-                if found is None:
-                    continue
-                header, used = found
-                conn.send_line(str(header.source).encode())
-                conn.send(data[used:])
-                while chunk := conn.recv():
-                    conn.send(chunk)
-
-    def close(self) -> None:
-        self.stopping = True
-        self.thread.join(5)
-        self.listener.close()
+def _name_the_header_source(conn: socketeer.Connection) -> None:
+    """Read the PROXY header the client starts with, answer with the source it
+    names, then echo the rest."""
+    data = b""
+    while (found := parse_proxy_header(data)) is None:
+        more = conn.recv()
+        if not more:
+            return
+        data += more
+    header, used = found
+    conn.send_line(str(header.source).encode())
+    conn.send(data[used:])
+    while chunk := conn.recv():
+        conn.send(chunk)
 
 
 @pytest.fixture
-def header_echo() -> Iterator[HeaderEcho]:
-    upstream = HeaderEcho()
+def header_echo() -> Iterator[ServingThread]:
+    upstream = ServingThread(_name_the_header_source)
     yield upstream
     upstream.close()
 
@@ -155,7 +137,7 @@ backend relays
 @pytest.mark.parametrize("send", ["send-proxy-v2", "send-proxy"])
 @pytest.mark.parametrize("model", ["async", "thread"])
 def test_haproxy_in_front_the_upstream_sees_the_real_client(
-    send: str, model: str, tmp_path: Path, background: type[Background], header_echo: HeaderEcho
+    send: str, model: str, tmp_path: Path, background: type[Background], header_echo: ServingThread
 ) -> None:
     haproxy = require_peer("haproxy")
     relay, address = start_relay(
