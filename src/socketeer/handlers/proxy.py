@@ -371,23 +371,8 @@ class _ProxyLoopClient(LoopClient):
         received, sent = self.handshake_bytes
         self.finished(pair.bytes_up + received, pair.bytes_down + sent, pair.error)
 
-    def _start_pair(self, upstream: Any) -> LoopPair:
-        from ..relay.looped import LoopPair, loop_resources
-
-        pool, buffer = loop_resources(self.loop)
-        self.pair = LoopPair(
-            self.loop,
-            self.sock,
-            upstream,
-            pool=pool,
-            buffer=buffer,
-            on_end=self._ended,
-            upstream_name=self.target_label,
-            zero_copy=self.handler.zero_copy,
-            observe=None,
-        )
-        self.pair.start()
-        return self.pair
+    def _upstream_name(self) -> str:
+        return self.target_label
 
 
 async def _drive(sock: Any, hs: Any, handler: ProxyServer) -> tuple[int, int]:

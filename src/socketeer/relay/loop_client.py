@@ -197,6 +197,10 @@ class LoopClient:
                 return
         self._start_pair(upstream)
 
+    def _upstream_name(self) -> str:
+        """What the pair's errors call TO (a proxy server names the client's target)."""
+        return self.handler.target_name
+
     def _start_pair(self, upstream: Any) -> LoopPair:
         pool, buffer = loop_resources(self.loop)
         self.pair = LoopPair(
@@ -206,7 +210,7 @@ class LoopClient:
             pool=pool,
             buffer=buffer,
             on_end=self._ended,
-            upstream_name=self.handler.target_name,
+            upstream_name=self._upstream_name(),
             zero_copy=self.handler.zero_copy,
             observe=self.handler.observe,
         )
