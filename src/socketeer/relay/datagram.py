@@ -22,16 +22,15 @@ import selectors
 import socket
 import sys
 import time
-from collections import OrderedDict
 from typing import Any
 
 from .._resource import discard
-from .._sockio import SocketFile, address_of, autobind_unix, error_for, resolve, translate_errors
+from .._sockio import SocketFile, autobind_unix, error_for, resolve, translate_errors
 from ..address import Address
 from ..datagram import MAX_DATAGRAM, open_datagram
 from ..errors import SocketeerError
-from ..server._log import RateLimit
 from ..server.lifecycle import Stopper
+from .sessions import SessionTable
 
 log = logging.getLogger("socketeer.relay")
 
@@ -60,7 +59,7 @@ class _Session:
 __all__ = ["DatagramRelay"]
 
 
-class DatagramRelay:
+class DatagramRelay(SessionTable):
     """A datagram relay from ``source`` to ``target``; ``serve_forever()``, then ``close()``."""
 
     def __init__(
@@ -78,8 +77,7 @@ class DatagramRelay:
         self.front = open_datagram(bind=source)
         self.address = self.front.local
         self._like = self.front.like
-        self.sessions: OrderedDict[Any, _Session] = OrderedDict()
-        self._evictions = RateLimit()  # one eviction line a second
+        super().__init__()
         self.stopper = Stopper()
         self._selector = selectors.DefaultSelector()
         self._buffer = bytearray(MAX_DATAGRAM)
@@ -106,28 +104,9 @@ class DatagramRelay:
 
     # -- the table ------------------------------------------------------------------
 
-    def _next_expiry(self) -> float | None:
-        """Seconds until the least recently active session expires (None: no session)."""
-        for session in self.sessions.values():  # the first one only
-            return max(0.0, session.last_seen + self.idle_timeout - time.monotonic())
-        return None
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        while self.sessions:
-            sender, session = next(iter(self.sessions.items()))
-            if now - session.last_seen < self.idle_timeout:
-                return  # the rest are younger
-            del self.sessions[sender]
-            log.info("session %s expired after %gs idle", self._name(sender), self.idle_timeout)
-            self._close_session(session)
-
-    def _touch(self, session: _Session) -> None:
-        session.last_seen = time.monotonic()
-        self.sessions.move_to_end(session.client)
-
-    def _name(self, sender: Any) -> Address | str:
-        return address_of(sender, self._like) or "an unnamed socket"
+    def _drop(self, sender: Any, session: _Session) -> None:
+        del self.sessions[sender]
+        self._close_session(session)
 
     # -- datagrams --------------------------------------------------------------------
 
@@ -166,20 +145,7 @@ class DatagramRelay:
                 )
 
     def _open_session(self, sender: Any) -> _Session | None:
-        if len(self.sessions) >= self.max_sessions:
-            evicted, old = self.sessions.popitem(last=False)
-            # A flood of new senders evicts one session per datagram: a line
-            # each would flood the log too. One a second, with the count.
-            if self._evictions.allow():
-                held = self._evictions.take_held_back()
-                more = f" ({held} more since the last line)" if held else ""
-                log.warning(
-                    "session table full (%d): evicting %s%s",
-                    self.max_sessions,
-                    self._name(evicted),
-                    more,
-                )
-            self._close_session(old)
+        self._make_room()
         row = self._targets[0]
         socket_file = None
         try:

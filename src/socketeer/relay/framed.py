@@ -32,12 +32,11 @@ import selectors
 import socket
 import threading
 import time
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from .._flow import HIGH_WATER, Outlet, receive_ready
 from .._resource import discard
-from .._sockio import SocketFile, address_of, autobind_unix, error_for, resolve, translate_errors
+from .._sockio import SocketFile, autobind_unix, error_for, resolve, translate_errors
 from .._sockopts import CONNECT_OPTIONS, SocketOptions
 from .._tlsopt import client_setup_for
 from ..address import Address
@@ -51,6 +50,7 @@ from .datagram import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE
 from .dial import dial
 from .framecodec import DEFAULT_MAX_FRAME, DatagramFramer
 from .retry import RetryPolicy
+from .sessions import SessionTable
 
 if TYPE_CHECKING:
     from ..connection import Connection
@@ -144,7 +144,7 @@ class _Session:
         self.failed_at: float | None = None  # when TO could not be reached, last
 
 
-class DatagramTunnel:
+class DatagramTunnel(SessionTable):
     """Datagrams on ``source``, a stream to ``target`` per sender; ``serve_forever()``, ``close()``.
 
     Raises:
@@ -177,7 +177,7 @@ class DatagramTunnel:
         self.front = open_datagram(bind=source)
         self.address = self.front.local
         self._like = self.front.like
-        self.sessions: OrderedDict[Any, _Session] = OrderedDict()
+        super().__init__()
         self.stopper = Stopper()
         self._selector = selectors.DefaultSelector()
         self._buffer = bytearray(MAX_DATAGRAM)
@@ -210,28 +210,8 @@ class DatagramTunnel:
 
     # -- the table (as in datagram.DatagramRelay) ---------------------------------------
 
-    def _next_expiry(self) -> float | None:
-        for session in self.sessions.values():  # the least recently active only
-            return max(0.0, session.last_seen + self.idle_timeout - time.monotonic())
-        return None
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        while self.sessions:
-            session = next(iter(self.sessions.values()))
-            if now - session.last_seen < self.idle_timeout:
-                return
-            log.info(
-                "session %s expired after %gs idle", self._name(session.client), self.idle_timeout
-            )
-            self._end(session)
-
-    def _touch(self, session: _Session) -> None:
-        session.last_seen = time.monotonic()
-        self.sessions.move_to_end(session.client)
-
-    def _name(self, sender: Any) -> Address | str:
-        return address_of(sender, self._like) or "an unnamed socket"
+    def _drop(self, sender: Any, session: _Session) -> None:
+        self._end(session)
 
     def _end(self, session: _Session) -> None:
         """Forget a session and close its stream (a connect still running closes its own)."""
@@ -299,14 +279,7 @@ class DatagramTunnel:
     # -- sessions -------------------------------------------------------------------------
 
     def _open(self, sender: Any) -> _Session:
-        if len(self.sessions) >= self.max_sessions:
-            evicted = next(iter(self.sessions.values()))
-            log.warning(
-                "session table full (%d): evicting %s",
-                self.max_sessions,
-                self._name(evicted.client),
-            )
-            self._end(evicted)
+        self._make_room()
         session = _Session(sender)
         self.sessions[sender] = session
         self._start_connect(session)
