@@ -103,7 +103,7 @@ def command_lines(draw: st.DrawFn, refused: int, folder: str) -> list[str]:
             f"tls://127.0.0.1:{refused}",
             "udp://127.0.0.1:9",
             f"unix:{folder}/none.sock",
-            "127.0.0.1:99999",
+            "127.0.0.1:99999",  # above 65535: a malformed address, refused before any socket
         ]
     )
     if command == "connect":

@@ -32,6 +32,10 @@ from socketeer.proxy.dial import handshake_for
 
 from .test_layers import IO_MODULES, imported_modules
 
+# This file drives the handshakes without sockets: the URLs below are text to
+# parse and to name in messages, never an address anything binds or connects to
+# (the tests that talk to real proxies, on ports they read back, are in
+# test_proxy_peers.py).
 TARGET_DATA = b"SSH-2.0-target speaks first\r\n"
 PROXY = "socks5://127.0.0.1:1080"
 TARGET = "tcp://example.com:443"
