@@ -31,6 +31,7 @@ import socketeer
 from socketeer.tls import TLSConfig, close_notify
 
 from .conftest import SOCKETEER, Background, cli_env, require_peer, run_cli, serve_once
+from .conftest import free_port as pick_free_port
 
 VERSIONS = {"tls1.2": ssl.TLSVersion.TLSv1_2, "tls1.3": ssl.TLSVersion.TLSv1_3}
 
@@ -587,6 +588,10 @@ def test_stdio_relay_to_a_tls_upstream_passes_eof_on(certs: Certs) -> None:
 
 
 @pytest.fixture
+def free_port() -> int:
+    return pick_free_port()
+
+
 @pytest.mark.peer
 def test_openssl_s_server_sees_close_notify(
     certs: Certs, background: type[Background], free_port: int
