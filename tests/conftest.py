@@ -125,6 +125,7 @@ SOCKETEER = [sys.executable, "-m", "socketeer"]
 def cli_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONFAULTHANDLER"] = "1"  # a hung program shows its stacks (Background.stacks)
     return env
 
 
@@ -202,20 +203,45 @@ class Background:
             self.proc.stdin = None  # communicate() would flush it
 
     def finish(self, timeout: float = 30) -> tuple[bytes, bytes, int]:
+        """Wait for the exit; its stdout, all its stderr and its exit code.
+
+        A program still running after ``timeout`` is a hang to explain, not
+        to wait out: it is made to print every thread's stack (the
+        interpreter's fault handler, on by ``cli_env``) and the failure shows
+        them.
+        """
         self._forget_closed_stdin()
         stderr, self.proc.stderr = self.proc.stderr, None  # the reader thread owns it
-        out, _ = self.proc.communicate(timeout=timeout)
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.stderr = stderr  # closed by the stop() at teardown
+            raise AssertionError(
+                f"{self.argv} still running {timeout:g}s on; its threads:\n{self.stacks()}"
+            ) from None
         self._reader.join(timeout)
         if stderr is not None:
             stderr.close()
         return out or b"", b"".join(self.stderr_lines), self.proc.returncode
+
+    def stacks(self) -> str:
+        """Stop the program with SIGABRT, which makes it print each thread's stack."""
+        seen = len(self.stderr_lines)
+        if self.proc.poll() is not None:  # gone: something else holds its stdout open
+            return "(it has exited; a program it started holds its stdout)"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGABRT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        self._reader.join(5)
+        return b"".join(self.stderr_lines[max(0, seen - 20) :]).decode(errors="replace")
 
     def stop(self) -> None:
         self._forget_closed_stdin()
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(ValueError, subprocess.TimeoutExpired):
+        with contextlib.suppress(ValueError, AssertionError):  # killed: nothing to explain
             self.finish(timeout=10)
 
 

@@ -24,7 +24,7 @@ import pytest
 import socketeer
 from socketeer import aio
 
-from .conftest import SOCKETEER, Background, cli_env, require_peer, run_cli
+from .conftest import SOCKETEER, Background, cli_env, port_of, require_peer, run_cli
 
 MODELS = ["thread", "fork", "async"]
 KINDS = ["tcp", "unix", "udp", "unix-dgram"]
@@ -613,3 +613,69 @@ def test_peer_clients(peer: str, handler: str, background: type[Background]) -> 
     else:
         assert reply == expected
     stop(server)
+
+
+def signal_thread(pid: int, tid: int, signum: int) -> None:
+    """Send ``signum`` to one thread of ``pid`` (tgkill), as the kernel may pick any."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if not hasattr(libc, "tgkill"):
+        pytest.skip("this C library has no tgkill")
+    if libc.tgkill(pid, tid, signum) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill")
+
+
+def listening_on(port: int) -> bool:
+    """Whether a TCP socket listens on 127.0.0.1:``port`` (read from /proc, not by connecting)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if state == "0A" and int(local.split(":")[1], 16) == port:
+            return True
+    return False
+
+
+def worker_threads(pid: int, at_least: int) -> list[int]:
+    """The thread ids of ``pid`` other than its main thread, once there are ``at_least``."""
+    deadline = time.monotonic() + 10
+    while True:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid]
+        if len(tids) >= at_least or time.monotonic() > deadline:
+            return tids
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tgkill and /proc are Linux's")
+@pytest.mark.parametrize("command", ["serve", "relay"])
+def test_a_sigterm_taken_by_a_worker_thread_still_stops_the_server(
+    command: str, background: type[Background]
+) -> None:
+    """The kernel gives a process's signal to any thread; the main loop must still wake."""
+    if command == "serve":
+        server, address = start(background, "--model", "thread", "tcp://127.0.0.1:0", "echo")
+    else:
+        _, upstream = start(background, "tcp://127.0.0.1:0", "echo")
+        server = background(
+            [*SOCKETEER, "relay", "--model", "thread", "tcp://127.0.0.1:0", upstream],
+            stdin=subprocess.DEVNULL,
+        )
+        address = server.wait_listening()
+    clients = [socketeer.connect(address, timeout=10) for _ in range(3)]
+    try:
+        for conn in clients:  # each one served: its thread is running
+            conn.send(b"ping")
+            assert conn.recv_exactly(4) == b"ping"
+        tids = worker_threads(server.proc.pid, at_least=3)
+        assert tids, "no worker thread to take the signal"
+        signal_thread(server.proc.pid, tids[-1], signal.SIGTERM)
+        # Watched from outside: a connect would wake the loop by itself.
+        deadline = time.monotonic() + 5
+        while listening_on(port_of(address)):  # the main loop woke: it closed its listener
+            assert time.monotonic() < deadline, "the stop was not noticed"
+            time.sleep(0.05)
+    finally:
+        for conn in clients:
+            conn.close()  # the grace period ends as they leave
+    _, err, code = server.finish(timeout=15)
+    assert code == 0, err
+    assert b"Traceback" not in err

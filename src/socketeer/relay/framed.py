@@ -45,7 +45,6 @@ from ..datagram import MAX_DATAGRAM, open_datagram
 from ..errors import ConnectionClosed, FrameTooLarge, SocketeerError, UsageError
 from ..handlers.base import Handler
 from ..server.lifecycle import Stopper
-from ._threads import quiet_thread
 from .datagram import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE
 from .dial import dial
 from .framecodec import DEFAULT_MAX_FRAME, DatagramFramer
@@ -287,7 +286,7 @@ class DatagramTunnel(SessionTable):
 
     def _start_connect(self, session: _Session) -> None:
         session.failed_at = None
-        thread = quiet_thread(self._connect, session)
+        thread = threading.Thread(target=self._connect, args=(session,), daemon=True)
         with self._lock:
             self._connecting.add(thread)
         thread.start()

@@ -32,7 +32,6 @@ from ..connection import Connection, connect
 from ..errors import SocketeerError, UsageError
 from ..listener import Listener, listen
 from ..server.lifecycle import Stopper
-from ._threads import quiet_thread
 from .dial import dial
 from .retry import RetryPolicy
 from .stream import HAS_SPLICE, Pair, Side
@@ -125,7 +124,7 @@ class ConnectBoth:
     def serve_forever(self) -> None:
         """Join pair after pair until stopped (SIGTERM/SIGINT, ``close``) or a side gives up."""
         self.stopper.install_signals()
-        worker = quiet_thread(self._rounds)
+        worker = threading.Thread(target=self._rounds, daemon=True)
         self._worker = worker
         worker.start()
         try:
@@ -293,7 +292,15 @@ class ListenBoth:
             return
         context = self.listeners[side].tls_context
         if context is not None:
-            thread = quiet_thread(self._handshake, side, conn, context)
+            thread = threading.Thread(
+                target=self._handshake,
+                args=(
+                    side,
+                    conn,
+                    context,
+                ),
+                daemon=True,
+            )
             with self._lock:
                 self._handshaking.add(thread)
             thread.start()
@@ -349,7 +356,14 @@ class ListenBoth:
                 first.insert(0, a)
                 continue
             self.pairs += 1
-            thread = quiet_thread(self._run_pair, a, b)
+            thread = threading.Thread(
+                target=self._run_pair,
+                args=(
+                    a,
+                    b,
+                ),
+                daemon=True,
+            )
             with self._lock:
                 self._running[thread] = []
             thread.start()

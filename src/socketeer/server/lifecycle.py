@@ -39,6 +39,7 @@ class Stopper:
         self.forced = False  # now: close everything
         self.enough_clients = False  # a once server has its client
         self._previous: dict[int, Any] = {}
+        self._previous_wakeup: int | None = None  # the wake-up descriptor before ours
         self._closed = False
 
     @property
@@ -86,9 +87,20 @@ class Stopper:
         self.stop(forced=self.stopping and signum == signal.SIGINT)
 
     def install_signals(self, extra: Iterable[int] = ()) -> None:
-        """Route SIGTERM and SIGINT (and ``extra``, e.g. SIGCHLD) here; main thread only."""
+        """Route SIGTERM and SIGINT (and ``extra``, e.g. SIGCHLD) here; main thread only.
+
+        The kernel may deliver a signal to any thread, and Python runs the
+        handler only in the main thread, once it runs again: a main thread
+        asleep in ``select`` while a worker thread took the signal would sleep
+        on. So the socketpair is also the wake-up descriptor, which the C
+        handler writes in whatever thread the signal landed, waking the loop,
+        which then runs the handler.
+        """
         if threading.current_thread() is not threading.main_thread():
             return
+        self._previous_wakeup = signal.set_wakeup_fd(
+            self._writer.fileno(), warn_on_full_buffer=False
+        )
         for main_signal in (signal.SIGTERM, signal.SIGINT):
             self._previous[main_signal] = signal.signal(main_signal, self._on_signal)
         for signum in extra:
@@ -98,6 +110,9 @@ class Stopper:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+        if self._previous_wakeup is not None:
+            signal.set_wakeup_fd(self._previous_wakeup)
+            self._previous_wakeup = None
 
     def close(self) -> None:
         if self._closed:
