@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
+from socketeer import Address
 from socketeer._pty import PtyProcess, parse_size
 from socketeer.errors import UsageError
-from socketeer.relay.endpoints import File, Program, Pty, parse_endpoint
+from socketeer.relay.endpoints import FORMS, File, Program, Pty, parse_endpoint
 
 from .conftest import (
     SOCKETEER,
@@ -102,6 +103,13 @@ def test_endpoints_parse() -> None:
     assert str(Program(("sh", "-i"), pty=True)) == "pty-exec:sh -i"
     assert str(Pty("/tmp/l")) == "pty:/tmp/l"
     assert str(parse_endpoint("fd:5")) == "fd:5"
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_every_form_completion_offers_is_an_endpoint(form: str) -> None:
+    """The list shells complete from names forms the parser takes, none of them an address."""
+    typed = form if form in ("-", "stdio:", "pty:") else form + "cat"
+    assert not isinstance(parse_endpoint(typed), Address)
 
 
 @pytest.mark.parametrize(
@@ -509,6 +517,32 @@ def test_file_to_replaces_and_appends(tmp_path: Path, background: type[Backgroun
             assert _read_all(client) == b""  # EOF once the bytes are in the file
         assert relay.finish()[2] == 0
     assert target.read_bytes() == b"first\nsecond\n"
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_file_that_cannot_be_written_is_exit_1_for_one_pair() -> None:
+    """/dev/full opens and refuses every write (ENOSPC): the relay's result, not an EOF."""
+    done = run_cli("relay", "-", "file:/dev/full", input=b"lost\n")
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.decode().strip().splitlines() == [
+        "socketeer: error: file:/dev/full: No space left on device"
+    ]
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_a_file_that_cannot_be_written_is_logged_per_client(background: type[Background]) -> None:
+    relay = background([*SOCKETEER, "relay", "tcp://127.0.0.1:0", "file:/dev/full"])
+    address = relay.wait_listening()
+    for _ in range(2):  # the first client's failure does not stop the relay
+        with _connect(address) as client:
+            client.sendall(b"lost\n")
+            client.shutdown(socket.SHUT_WR)
+            _read_all(client)
+    relay.wait_for_stderr(b"file:/dev/full: No space left on device", count=2)
+    relay.proc.terminate()
+    _, err, code = relay.finish()
+    assert code == 0, err
+    assert b"Traceback" not in err
 
 
 # -- fd:N ----------------------------------------------------------------------------

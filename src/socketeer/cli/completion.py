@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from ..handlers import BUILTIN
+from ..relay.endpoints import FORMS
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ SCHEMES = (
     "systemd:",
 )
 #: The extra endpoints a relay takes on either side.
-ENDPOINTS = ("-", "stdio:", "exec:", "file:", "pty:")
+ENDPOINTS = FORMS
 
 _BASH = """
 _socketeer_addresses() {{

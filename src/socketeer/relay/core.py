@@ -80,7 +80,7 @@ class StdioRelay:
             try:
                 client = self._open_source()
                 try:
-                    upstream = self.handler._open_target(None, None)
+                    upstream = self.handler._open_target(None, None, report=False)
                 except BaseException:
                     client.close()
                     raise
@@ -95,8 +95,9 @@ class StdioRelay:
                     self._pair.run()
                 finally:
                     watched.finished = True
-                if self._pair.error is not None:
-                    failure.append(self._pair.error)
+                error = self._pair.error or client.failure() or upstream.failure()
+                if error is not None:
+                    failure.append(error)
                 else:
                     _log.closed(
                         None, self._pair.started, self._pair.bytes_up, self._pair.bytes_down
@@ -127,7 +128,7 @@ class StdioRelay:
                 raise NetworkError(f"exec: cannot run {source.argv[0]}: {exc.strerror}") from None
             return Side.of_program(proc, str(source))
         assert is_carried(source)
-        return carried_side(source, at_from=True, announce=self.announce)
+        return carried_side(source, at_from=True, announce=self.announce, report=False)
 
     def close(self) -> None:
         if self._pair is not None:

@@ -17,7 +17,10 @@ from dataclasses import dataclass
 from ..address import Address
 from ..errors import AddressError
 
-__all__ = ["Endpoint", "File", "Program", "Pty", "Stdio", "parse_endpoint"]
+__all__ = ["FORMS", "Endpoint", "File", "Program", "Pty", "Stdio", "parse_endpoint"]
+
+#: The endpoint forms besides the addresses of §1, as a user types their start.
+FORMS = ("-", "stdio:", "exec:", "pty-exec:", "file:", "pty:")
 
 
 @dataclass(frozen=True)

@@ -238,8 +238,14 @@ class RelayHandler(Handler):
         _log.log.info("idle for %gs: closing %s", self.idle_timeout, peer or "local client")
         pair.abort()
 
-    def _open_target(self, source: Address | None, destination: Address | None) -> Side:
-        """TO for one client, as a ``Side`` (a connected socket, a program, stdio)."""
+    def _open_target(
+        self, source: Address | None, destination: Address | None, *, report: bool = True
+    ) -> Side:
+        """TO for one client, as a ``Side`` (a connected socket, a program, stdio).
+
+        ``report``: a carried TO logs its own failure when closed (False: the
+        caller reports ``Side.failure()``).
+        """
         target = self.target
         if isinstance(target, Stdio):
             return Side.of_stdio()
@@ -250,7 +256,7 @@ class RelayHandler(Handler):
                 raise NetworkError(f"exec: cannot run {target.argv[0]}: {exc.strerror}") from None
             return Side.of_program(proc, self.target_name)
         if is_carried(target):  # a file, a pty, a program on a pty, an inherited descriptor
-            return carried_side(target, at_from=False, announce=self.announce)
+            return carried_side(target, at_from=False, announce=self.announce, report=report)
         assert isinstance(target, Address)
         upstream = self._connect(target)
         if self.proxy_protocol is not None:

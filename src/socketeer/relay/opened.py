@@ -117,8 +117,14 @@ class Carried:
         *,
         sock: socket.socket | None = None,
     ) -> None:
-        """``work(theirs)`` carries the far end of a new socketpair; or ``sock`` is the side."""
+        """``work(theirs)`` carries the far end of a new socketpair; or ``sock`` is the side.
+
+        A carrier that fails (a write refused: a full disk, a device's error)
+        keeps the error in ``error``, for whoever closes it to report: the
+        pair sees only an EOF on its end.
+        """
         self.name = name
+        self.error: NetworkError | None = None
         self._cleanup = cleanup
         self._thread: threading.Thread | None = None
         if work is None:
@@ -136,10 +142,8 @@ class Carried:
             def run() -> None:
                 try:
                     work(theirs)
-                except OSError as exc:  # the pair sees an EOF on its end; the log says why
-                    from ..server import _log
-
-                    _log.log.warning("%s: %s", name, exc.strerror or exc)
+                except OSError as exc:
+                    self.error = NetworkError(f"{name}: {exc.strerror or exc}")
                 finally:
                     theirs.close()
 
@@ -275,9 +279,29 @@ def _descriptor(number: int) -> Carried:
     return Carried(f"fd:{number}", work, lambda: os.close(fd))
 
 
-def carried_side(end: Endpoint, *, at_from: bool, announce: Callable[[str], None] | None) -> Side:
-    """``open_carried`` as a pair's ``Side``: closing it closes everything behind it."""
+def carried_side(
+    end: Endpoint,
+    *,
+    at_from: bool,
+    announce: Callable[[str], None] | None,
+    report: bool = True,
+) -> Side:
+    """``open_carried`` as a pair's ``Side``: closing it closes everything behind it.
+
+    The carrier's failure is the side's ``failure()``; with ``report`` it is
+    also logged at close (a server's client: the pair's own log line sees
+    only an EOF). A one-pair relay reports it as its result instead.
+    """
     carried = open_carried(end, at_from=at_from, announce=announce)
     side = Side.of_socket(carried.sock, carried.name)
-    side.close = carried.close
+
+    def close() -> None:
+        carried.close()
+        if report and carried.error is not None:
+            from ..server import _log
+
+            _log.log.warning("%s", carried.error)
+
+    side.close = close
+    side.failure = lambda: carried.error
     return side

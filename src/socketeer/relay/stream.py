@@ -60,6 +60,9 @@ class Side:
         self.end_writing = end_writing
         self.abort = abort
         self.close = close
+        # What went wrong behind the side, once closed (a carried file that
+        # could not be written): the pair itself saw only an EOF.
+        self.failure: Callable[[], BaseException | None] = _no_failure
 
     @classmethod
     def of_socket(cls, sock: socket.socket, name: str) -> Side:
@@ -120,6 +123,10 @@ class Side:
                 os.close(1)
 
         return cls("stdio", 0, 1, end_writing=end_writing, abort=lambda: None, close=lambda: None)
+
+
+def _no_failure() -> None:
+    return None
 
 
 def _splice_copy(src: int, dst: int, count: Callable[[int], None]) -> None:
