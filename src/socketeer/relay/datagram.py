@@ -29,7 +29,6 @@ from .._sockio import SocketFile, autobind_unix, error_for, resolve, translate_e
 from ..address import Address
 from ..datagram import MAX_DATAGRAM, open_datagram
 from ..errors import SocketeerError
-from ..server.lifecycle import Stopper
 from .sessions import SessionTable
 
 log = logging.getLogger("socketeer.relay")
@@ -74,33 +73,7 @@ class DatagramRelay(SessionTable):
         self.idle_timeout = idle_timeout or DEFAULT_SESSION_IDLE
         self.max_sessions = max_sessions
         self._targets = resolve(target, passive=False)  # once: every session connects here
-        self.front = open_datagram(bind=source)
-        self.address = self.front.local
-        self._like = self.front.like
-        super().__init__()
-        self.stopper = Stopper()
-        self._selector = selectors.DefaultSelector()
-        self._buffer = bytearray(MAX_DATAGRAM)
-        self._view = memoryview(self._buffer)
-
-    def serve_forever(self) -> None:
-        self.stopper.install_signals()
-        selector = self._selector
-        self.front.socket.setblocking(False)
-        selector.register(self.front.fileno(), selectors.EVENT_READ, None)
-        selector.register(self.stopper.fileno(), selectors.EVENT_READ, "stop")
-        try:
-            while not self.stopper.stopping:
-                for key, _ in selector.select(self._next_expiry()):
-                    if key.data == "stop":
-                        self.stopper.drain()
-                    elif key.data is None:
-                        self._from_clients()
-                    else:
-                        self._from_upstream(key.data)
-                self._expire()
-        finally:
-            self.close()
+        super().__init__(open_datagram(bind=source))
 
     # -- the table ------------------------------------------------------------------
 
@@ -170,7 +143,7 @@ class DatagramRelay(SessionTable):
             log.info("session %s -> %s opened", self._name(sender), self.target)
         return session
 
-    def _from_upstream(self, session: _Session) -> None:
+    def _on_session(self, session: _Session, events: int) -> None:
         """One reply per wake-up: a session mostly has one waiting (a request, a reply),
         and the selector is level-triggered, so a second would only find EAGAIN."""
         try:

@@ -44,7 +44,6 @@ from ..connection import connect
 from ..datagram import MAX_DATAGRAM, open_datagram
 from ..errors import ConnectionClosed, FrameTooLarge, SocketeerError, UsageError
 from ..handlers.base import Handler
-from ..server.lifecycle import Stopper
 from .datagram import DEFAULT_MAX_SESSIONS, DEFAULT_SESSION_IDLE
 from .dial import dial
 from .framecodec import DEFAULT_MAX_FRAME, DatagramFramer
@@ -173,39 +172,12 @@ class DatagramTunnel(SessionTable):
         setup = client_setup_for(target, tls_client)
         self._tls = setup[1] if setup is not None else None
         self._connect_options = (to_options or SocketOptions()).kwargs(*CONNECT_OPTIONS)
-        self.front = open_datagram(bind=source)
-        self.address = self.front.local
-        self._like = self.front.like
-        super().__init__()
-        self.stopper = Stopper()
-        self._selector = selectors.DefaultSelector()
-        self._buffer = bytearray(MAX_DATAGRAM)
-        self._view = memoryview(self._buffer)
+        super().__init__(open_datagram(bind=source))
         # Connect threads hand their streams back here and wake the loop.
         self._closing = threading.Event()
         self._lock = threading.Lock()
         self._connected: list[tuple[_Session, socket.socket | None]] = []
         self._connecting: set[threading.Thread] = set()
-
-    def serve_forever(self) -> None:
-        self.stopper.install_signals()
-        selector = self._selector
-        self.front.socket.setblocking(False)
-        selector.register(self.front.fileno(), selectors.EVENT_READ, None)
-        selector.register(self.stopper.fileno(), selectors.EVENT_READ, "stop")
-        try:
-            while not self.stopper.stopping:
-                for key, events in selector.select(self._next_expiry()):
-                    if key.data == "stop":
-                        self.stopper.drain()
-                        self._attach_connected()
-                    elif key.data is None:
-                        self._from_clients()
-                    else:
-                        self._on_stream(key.data, events)
-                self._expire()
-        finally:
-            self.close()
 
     # -- the table (as in datagram.DatagramRelay) ---------------------------------------
 
@@ -320,6 +292,10 @@ class DatagramTunnel(SessionTable):
             self._connected.append((session, sock))
         self.stopper.wake()
 
+    def _woken(self) -> None:
+        """Connect threads hand their streams over through the stopper: attach them."""
+        self._attach_connected()
+
     def _attach_connected(self) -> None:
         with self._lock:
             done, self._connected = self._connected, []
@@ -345,7 +321,7 @@ class DatagramTunnel(SessionTable):
 
     # -- frames back from TO --------------------------------------------------------------
 
-    def _on_stream(self, session: _Session, events: int) -> None:
+    def _on_session(self, session: _Session, events: int) -> None:
         stream = session.stream
         if stream is None:
             return
