@@ -7,8 +7,10 @@ For each target -- ``serve --model async … echo``, ``serve --model thread …
 echo`` and ``relay`` (async, to a ``serve --model async`` echo server) -- on
 127.0.0.1:
 
-1. **warm-up**: a tenth of the connections (at most 10,000) and a short burst
-   of the mixed load, so that every code path has allocated what it keeps;
+1. **warm-up**: a tenth of the connections (at most 10,000) and a tenth of
+   the mixed minutes (10 to 60 s) of the mixed load, so that every code path
+   has allocated what it keeps and the high-water marks (thread stacks,
+   allocator arenas, buffers at peak concurrency) are reached;
 2. **connections**: the rest of N short connections (connect, one 64-byte
    request and its echo, close), 32 in flight, by the C client
    ``soak_client.c``;
@@ -414,7 +416,7 @@ def soak(
 ) -> dict[str, Any]:
     counts = Counts()
     warm_count = min(10_000, args.connections // 10)
-    warm_mixed = min(10.0, args.minutes * 6)
+    warm_mixed = max(10.0, min(60.0, args.minutes * 6))
     with target(name, src, logs) as (proc, port, log), Sampler(proc.pid, args.interval) as sampler:
         sampler.phase = "warm-up"
         short_connections(
