@@ -47,21 +47,27 @@ def result_of(proc: Background, timeout: float = 240) -> tuple[str, int]:
 LINKS = ["veth", "wire"]
 
 
-def impaired(net: Network, kind: str) -> tuple[str, str, Callable[[], None]]:
-    """Join a and b by an impaired link: a's address, b's, and a check that it bit."""
+def impaired(net: Network, kind: str) -> tuple[str, str, Callable[[], str]]:
+    """Join a and b by an impaired link: a's address, b's, and a check that it bit.
+
+    The check returns what the link did, for the figures of docs/reliability.md.
+    """
     if kind == "veth":
         link = net.link("a", "b")
         link.impair(loss=0.01)
 
-        def check() -> None:
-            assert link.dropped() > 0, "no packet was dropped: the loss was not applied"
+        def check() -> str:
+            dropped = link.dropped()
+            assert dropped > 0, "no packet was dropped: the loss was not applied"
+            return f"{dropped} packets dropped"
 
         return link.address("a"), link.address("b"), check
     wire = net.wire("a", "b", delay=0.020, jitter=0.005, loss=0.01, reorder=0.01, mtu=1500)
 
-    def check_wire() -> None:
+    def check_wire() -> str:
         counts = wire.counts()
         assert counts["dropped"] > 0 and counts["reordered"] > 0, counts
+        return ", ".join(f"{value} {name}" for name, value in counts.items())
 
     return wire.address("a"), wire.address("b"), check_wire
 
@@ -82,10 +88,12 @@ def test_relay_50_mb_each_way_over_an_impaired_link(
             stdin=subprocess.DEVNULL,
         )
         front = relay.wait_listening().removeprefix("tcp://")
+        started = time.monotonic()
         client = background(swap_in(net, "a", "connect", front, str(MIB), "up"))
         assert result_of(client) == (digest_of(MIB, b"down"), MIB << 20)
         assert result_of(server) == (digest_of(MIB, b"up"), MIB << 20)
-        check()
+        took = time.monotonic() - started
+        print(f"relay {model} over {kind}: {MIB} MiB each way in {took:.1f}s; {check()}")
         relay.proc.terminate()
         _, err, code = relay.finish()
         assert code == 0 and b"Traceback" not in err, err
@@ -112,6 +120,7 @@ def test_connect_and_listen_50_mb_each_way_over_an_impaired_link(
                 stdout=stdout.fileno(),
             )
             address = listener.wait_listening()
+        started = time.monotonic()
         with up.open("rb") as stdin, got_down.open("wb") as stdout:
             client = subprocess.run(
                 socketeer_in(net, "a", "connect", "-t", "10", address),
@@ -125,7 +134,8 @@ def test_connect_and_listen_50_mb_each_way_over_an_impaired_link(
         assert client.returncode == 0, client.stderr
         _, err, code = listener.finish(timeout=60)
         assert code == 0, err
-        check()
+        took = time.monotonic() - started
+        print(f"connect/listen over {kind}: {MIB} MiB each way in {took:.1f}s; {check()}")
     assert got_down.read_bytes() == down.read_bytes()
     assert got_up.read_bytes() == up.read_bytes()
 
@@ -154,6 +164,7 @@ def test_a_vanished_peer_ends_the_pair_by_idle_timeout(background: type[Backgrou
         relay.wait_for_stderr(b"closed", timeout=15)
         took = time.monotonic() - started
         assert took < 5, f"the pair outlived its 1 s idle timeout by {took - 1:.1f}s"
+        print(f"vanished peers: the pair ended {took:.2f}s after the links went down")
         line = next(x for x in relay.stderr_lines if b"closed" in x).decode()
         assert "idle" in line, line
         assert relay.proc.poll() is None, "the relay must keep serving"
