@@ -293,13 +293,7 @@ class ListenBoth:
         context = self.listeners[side].tls_context
         if context is not None:
             thread = threading.Thread(
-                target=self._handshake,
-                args=(
-                    side,
-                    conn,
-                    context,
-                ),
-                daemon=True,
+                target=self._handshake, args=(side, conn, context), daemon=True
             )
             with self._lock:
                 self._handshaking.add(thread)
@@ -356,14 +350,7 @@ class ListenBoth:
                 first.insert(0, a)
                 continue
             self.pairs += 1
-            thread = threading.Thread(
-                target=self._run_pair,
-                args=(
-                    a,
-                    b,
-                ),
-                daemon=True,
-            )
+            thread = threading.Thread(target=self._run_pair, args=(a, b), daemon=True)
             with self._lock:
                 self._running[thread] = []
             thread.start()
