@@ -303,6 +303,26 @@ def limit_descriptors(limit: int) -> Any:
     return preexec
 
 
+def _hold_a_port_nobody_answers_on() -> tuple[socket.socket, int]:
+    """A TCP port the kernel handed out, held bound (not listening) for the whole session.
+
+    A connect to it is refused, and no other program can take it meanwhile:
+    the address for command lines refused before any socket is made, and for
+    sides that must never answer. (The same number for UDP is one nothing of
+    the tests binds: a datagram there draws the kernel's port-unreachable.)
+    """
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, int(sock.getsockname()[1])
+
+
+_NOBODY_SOCKET, NOBODY = _hold_a_port_nobody_answers_on()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    _NOBODY_SOCKET.close()  # held until the very end of the session
+
+
 def free_port_refusing() -> tuple[socket.socket, int]:
     """A bound, non-listening TCP socket: connecting to its port is refused."""
     sock = socket.socket()

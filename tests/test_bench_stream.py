@@ -17,7 +17,7 @@ import trustme
 import socketeer
 from socketeer import bench
 
-from .conftest import SOCKETEER, Background, cli_env, require_peer
+from .conftest import NOBODY, SOCKETEER, Background, cli_env, require_peer
 
 SHORT = 0.6  # seconds per run: enough requests to judge, quick on two CPUs
 
@@ -248,10 +248,10 @@ def test_cli_table_and_json(background: type[Background]) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--mode", "nope", "tcp://127.0.0.1:9"], "invalid choice"),
-        (["-c", "0", "tcp://127.0.0.1:9"], "at least 1"),
-        (["--rate", "-5", "tcp://127.0.0.1:9"], "positive"),
-        (["--mode", "stream", "udp://127.0.0.1:9"], "needs a stream address"),
+        (["--mode", "nope", f"tcp://127.0.0.1:{NOBODY}"], "invalid choice"),
+        (["-c", "0", f"tcp://127.0.0.1:{NOBODY}"], "at least 1"),
+        (["--rate", "-5", f"tcp://127.0.0.1:{NOBODY}"], "positive"),
+        (["--mode", "stream", f"udp://127.0.0.1:{NOBODY}"], "needs a stream address"),
         (["nonsense"], "bad address"),
     ],
 )

@@ -18,6 +18,7 @@ import pytest
 import socketeer
 
 from .conftest import (
+    NOBODY,
     SOCKETEER,
     Background,
     assert_one_line_error,
@@ -312,8 +313,8 @@ def test_malformed_address_exits_2(address: str) -> None:
     [
         ["connect"],
         ["frobnicate"],
-        ["connect", "--bogus", "127.0.0.1:1"],
-        ["connect", "-t", "soon", "127.0.0.1:1"],
+        ["connect", "--bogus", f"127.0.0.1:{NOBODY}"],
+        ["connect", "-t", "soon", f"127.0.0.1:{NOBODY}"],
         ["listen", "-k", "--max-conns", "0", "1"],
         [],
     ],

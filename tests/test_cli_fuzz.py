@@ -57,7 +57,6 @@ VALUES = [
     "::1",
     "239.1.1.1@lo",
     "10.0.0.0/8",
-    "socks5://127.0.0.1:9",
     "env",
     "lo",
     "deadbeef",
@@ -101,9 +100,9 @@ def command_lines(draw: st.DrawFn, refused: int, folder: str) -> list[str]:
         [
             f"127.0.0.1:{refused}",
             f"tls://127.0.0.1:{refused}",
-            "udp://127.0.0.1:9",
+            f"udp://127.0.0.1:{refused}",
             f"unix:{folder}/none.sock",
-            "127.0.0.1:99999",  # above 65535: a malformed address, refused before any socket
+            f"127.0.0.1:{1 << 16}",  # one past the last port: malformed, refused before any socket
         ]
     )
     if command == "connect":
@@ -121,7 +120,9 @@ def command_lines(draw: st.DrawFn, refused: int, folder: str) -> list[str]:
             argv.append(flag)
             continue
         choices = list(action.choices or [])
-        value = draw(st.sampled_from(choices + VALUES) | ARGUMENT_TEXT)
+        # A proxy that refuses: the port the fixture holds bound and not listening.
+        values = [*choices, *VALUES, f"socks5://127.0.0.1:{refused}"]
+        value = draw(st.sampled_from(values) | ARGUMENT_TEXT)
         argv.append(f"{flag}={value}" if value.startswith("-") else flag)
         if not value.startswith("-"):
             argv.append(value)

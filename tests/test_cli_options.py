@@ -31,7 +31,7 @@ from socketeer.cli._options import (
 from socketeer.cli.parser import build_parser
 from socketeer.errors import UsageError
 
-from .conftest import SOCKETEER, Background, cli_env, run_cli
+from .conftest import NOBODY, SOCKETEER, Background, cli_env, run_cli
 
 ADDRESS = "tcp://127.0.0.1:0"
 
@@ -179,7 +179,7 @@ def test_relay_tls_sides_are_kept_apart() -> None:
     args = parse(
         *words("relay --cert c.pem --key k.pem --client-ca clients.pem"),
         *words("--ca upstream.pem --pin ab --alpn h2"),
-        *words("tls://127.0.0.1:0 tls://127.0.0.1:9"),
+        *words(f"tls://127.0.0.1:0 tls://127.0.0.1:{NOBODY}"),
     )
     server = TLSServerOptions.from_args(args)
     client = TLSClientOptions.from_args(args)
@@ -226,10 +226,10 @@ def test_log_levels() -> None:
     "argv",
     [
         # Refused while parsing: nothing is bound or connected, so no port is real.
-        ["relay", "--proxy-proto", "v1", ADDRESS, "tcp://127.0.0.1:9"],
-        ["relay", "--accept", ADDRESS, "tcp://127.0.0.1:9"],
+        ["relay", "--proxy-proto", "v1", ADDRESS, f"tcp://127.0.0.1:{NOBODY}"],
+        ["relay", "--accept", ADDRESS, f"tcp://127.0.0.1:{NOBODY}"],
         ["serve", "--work", "2", ADDRESS, "echo"],
-        ["connect", "--time", "1", "127.0.0.1:9"],
+        ["connect", "--time", "1", f"127.0.0.1:{NOBODY}"],
         ["listen", "--keep", ADDRESS],
     ],
 )
@@ -258,13 +258,13 @@ def test_short_options_still_combine() -> None:
     ],
 )
 def test_relay_bad_server_options_exit_2(argv: list[str], message: str) -> None:
-    result = run_cli("relay", *argv, ADDRESS, "tcp://127.0.0.1:9")
+    result = run_cli("relay", *argv, ADDRESS, f"tcp://127.0.0.1:{NOBODY}")
     assert result.returncode == 2
     assert_one_line_error(result.stderr, message)
 
 
 def test_relay_alpn_without_tls_exits_2() -> None:
-    result = run_cli("relay", "--alpn", "h2", ADDRESS, "tcp://127.0.0.1:9")
+    result = run_cli("relay", "--alpn", "h2", ADDRESS, f"tcp://127.0.0.1:{NOBODY}")
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "--alpn needs a tls:// FROM or TO")
 

@@ -13,6 +13,8 @@ from socketeer.cli._options import SessionOptions, SocketArgs
 from socketeer.cli._pacing import LinePacer
 from socketeer.cli.parser import build_parser
 
+from .conftest import NOBODY
+
 
 @given(st.lists(st.binary(max_size=40), max_size=20), st.sampled_from([0.0, 0.5, 2.0]))
 def test_lines_come_out_whole_in_order_and_spaced(chunks: list[bytes], delay: float) -> None:
@@ -52,11 +54,11 @@ def _args(*argv: str) -> argparse.Namespace:
 
 
 def test_session_and_socket_groups_default_to_nothing() -> None:
-    for argv in (("connect", "127.0.0.1:9"), ("listen", "127.0.0.1:0")):
+    for argv in (("connect", f"127.0.0.1:{NOBODY}"), ("listen", "127.0.0.1:0")):
         args = _args(*argv)
         assert SessionOptions.from_args(args) == SessionOptions()
         assert SocketArgs.from_args(args) == SocketArgs()
-    for argv in (("serve", "127.0.0.1:0", "echo"), ("relay", "127.0.0.1:0", "127.0.0.1:9")):
+    for argv in (("serve", "127.0.0.1:0", "echo"), ("relay", "127.0.0.1:0", f"127.0.0.1:{NOBODY}")):
         assert SocketArgs.from_args(_args(*argv)) == SocketArgs(keepalive_default=True)
 
 

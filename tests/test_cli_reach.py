@@ -18,6 +18,7 @@ import socketeer
 from socketeer.tls import TLSConfig
 
 from .conftest import (
+    NOBODY,
     SOCKETEER,
     assert_one_line_error,
     free_port_refusing,
@@ -258,12 +259,12 @@ def test_check_plain_port_as_tls_fails(tls_files: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["-z", "udp://127.0.0.1:9"], "cannot be checked without sending data"),
-        (["-z", "--send-only", "127.0.0.1:9"], "--send-only"),
-        (["-z", "-o", "/dev/null", "127.0.0.1:9"], "--output"),
-        (["-z", "--hexdump", "-", "127.0.0.1:9"], "--hexdump"),
-        (["127.0.0.1:9", "127.0.0.1:10"], "several only with -z"),
-        (["--wait", "0", "127.0.0.1:9"], "--wait"),
+        (["-z", f"udp://127.0.0.1:{NOBODY}"], "cannot be checked without sending data"),
+        (["-z", "--send-only", f"127.0.0.1:{NOBODY}"], "--send-only"),
+        (["-z", "-o", "/dev/null", f"127.0.0.1:{NOBODY}"], "--output"),
+        (["-z", "--hexdump", "-", f"127.0.0.1:{NOBODY}"], "--hexdump"),
+        ([f"127.0.0.1:{NOBODY}", f"127.0.0.1:{NOBODY}"], "several only with -z"),
+        (["--wait", "0", f"127.0.0.1:{NOBODY}"], "--wait"),
     ],
 )
 def test_readiness_usage_errors(argv: list[str], needle: str) -> None:
@@ -304,7 +305,7 @@ def test_wait_for_unix_datagram_means_a_bound_socket(sockdir: Path) -> None:
 
 def test_wait_for_udp_is_a_usage_error() -> None:
     with pytest.raises(socketeer.UsageError):
-        socketeer.wait_for(["udp://127.0.0.1:9"], timeout=5)
+        socketeer.wait_for([f"udp://127.0.0.1:{NOBODY}"], timeout=5)
 
 
 # -- --send-only / --recv-only ---------------------------------------------------------
@@ -356,7 +357,7 @@ def _recv_within(conn: socketeer.Connection, seconds: float) -> object:
 
 
 def test_send_only_and_recv_only_exclude_each_other() -> None:
-    result = run_cli("connect", "--send-only", "--recv-only", "127.0.0.1:9")
+    result = run_cli("connect", "--send-only", "--recv-only", f"127.0.0.1:{NOBODY}")
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "not allowed with")
 
@@ -426,7 +427,7 @@ def test_output_to_a_missing_folder_fails_before_connecting() -> None:
 
 def test_output_files_must_differ(tmp_path: Path) -> None:
     same = str(tmp_path / "f")
-    result = run_cli("connect", "-o", same, "--output-in", same, "127.0.0.1:9")
+    result = run_cli("connect", "-o", same, "--output-in", same, f"127.0.0.1:{NOBODY}")
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "different files")
 
@@ -513,11 +514,11 @@ def test_delay_spaces_datagrams() -> None:
 @pytest.mark.parametrize(
     "argv",
     [
-        ["connect", "--timeout", "1e308", "127.0.0.1:9"],
+        ["connect", "--timeout", "1e308", f"127.0.0.1:{NOBODY}"],
         ["listen", "-k", "--idle-timeout", "1e308", "127.0.0.1:0"],
-        ["connect", "--wait", "1e308", "127.0.0.1:9"],
-        ["connect", "--delay", "1e308", "127.0.0.1:9"],
-        ["relay", "--grace", "1e300", "127.0.0.1:0", "127.0.0.1:9"],
+        ["connect", "--wait", "1e308", f"127.0.0.1:{NOBODY}"],
+        ["connect", "--delay", "1e308", f"127.0.0.1:{NOBODY}"],
+        ["relay", "--grace", "1e300", "127.0.0.1:0", f"127.0.0.1:{NOBODY}"],
     ],
 )
 def test_huge_seconds_are_usage_errors(argv: list[str]) -> None:
@@ -528,7 +529,12 @@ def test_huge_seconds_are_usage_errors(argv: list[str]) -> None:
 
 def test_relay_hexdump_in_a_missing_folder_fails_at_once() -> None:
     result = run_cli(
-        "relay", "--hexdump", "/nonexistent/dir/f", "127.0.0.1:0", "tls://127.0.0.1:9", timeout=15
+        "relay",
+        "--hexdump",
+        "/nonexistent/dir/f",
+        "127.0.0.1:0",
+        f"tls://127.0.0.1:{NOBODY}",
+        timeout=15,
     )
     assert result.returncode == 2
     assert_one_line_error(result.stderr, "/nonexistent/dir/f")

@@ -22,6 +22,7 @@ import socketeer
 
 from .conftest import (
     HAS_IPV6,
+    NOBODY,
     SOCKETEER,
     Background,
     assert_one_line_error,
@@ -135,7 +136,7 @@ def test_proxy_env_reads_all_proxy(socks: Callable[[bool], int]) -> None:
 
 def test_dead_proxy_is_one_line_exit_1() -> None:
     held, port = free_port_refusing()
-    result = run_cli("connect", "--proxy", f"socks5://127.0.0.1:{port}", "127.0.0.1:80")
+    result = run_cli("connect", "--proxy", f"socks5://127.0.0.1:{port}", f"127.0.0.1:{NOBODY}")
     held.close()
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "proxy unreachable", f"127.0.0.1:{port}")
@@ -144,7 +145,7 @@ def test_dead_proxy_is_one_line_exit_1() -> None:
 def test_wrong_password_is_one_line_exit_1(socks: Callable[[bool], int]) -> None:
     port = socks(True)
     result = run_cli(
-        "connect", "--proxy", f"socks5://{USER}:wrong@127.0.0.1:{port}", "127.0.0.1:80"
+        "connect", "--proxy", f"socks5://{USER}:wrong@127.0.0.1:{port}", f"127.0.0.1:{NOBODY}"
     )
     assert result.returncode == 1
     assert_one_line_error(result.stderr, "proxy authentication failed")
@@ -207,9 +208,15 @@ def test_relay_to_through_a_proxy(
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["connect", "--proxy", "ftp://127.0.0.1:1", "127.0.0.1:80"], "bad proxy URL"),
-        (["connect", "--proxy", "socks5://127.0.0.1:1", "unix:/tmp/x.sock"], "host:port"),
-        (["connect", "--proxy", "socks5://127.0.0.1:1", "udp://127.0.0.1:9"], "--proxy"),
+        (
+            ["connect", "--proxy", f"ftp://127.0.0.1:{NOBODY}", f"127.0.0.1:{NOBODY}"],
+            "bad proxy URL",
+        ),
+        (["connect", "--proxy", f"socks5://127.0.0.1:{NOBODY}", "unix:/tmp/x.sock"], "host:port"),
+        (
+            ["connect", "--proxy", f"socks5://127.0.0.1:{NOBODY}", f"udp://127.0.0.1:{NOBODY}"],
+            "--proxy",
+        ),
     ],
 )
 def test_proxy_usage_errors(argv: list[str], needle: str) -> None:
@@ -397,20 +404,23 @@ def test_listen_joins_a_multicast_group(background: type[Background]) -> None:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["connect", "--broadcast", "127.0.0.1:9"], "--broadcast"),
-        (["connect", "--keepalive=1,2", "127.0.0.1:9"], "IDLE,INTERVAL,COUNT"),
-        (["connect", "--keepalive=0,1,1", "127.0.0.1:9"], "keepalive idle"),
-        (["connect", "--rcvbuf", "0", "127.0.0.1:9"], "--rcvbuf"),
-        (["connect", "--rcvbuf", "99999999999999999999", "127.0.0.1:9"], "--rcvbuf"),
-        (["connect", "--ttl", "256", "127.0.0.1:9"], "--ttl"),
-        (["connect", "--source", "nonsense::x", "127.0.0.1:9"], "--source"),
+        (["connect", "--broadcast", f"127.0.0.1:{NOBODY}"], "--broadcast"),
+        (["connect", "--keepalive=1,2", f"127.0.0.1:{NOBODY}"], "IDLE,INTERVAL,COUNT"),
+        (["connect", "--keepalive=0,1,1", f"127.0.0.1:{NOBODY}"], "keepalive idle"),
+        (["connect", "--rcvbuf", "0", f"127.0.0.1:{NOBODY}"], "--rcvbuf"),
+        (["connect", "--rcvbuf", "99999999999999999999", f"127.0.0.1:{NOBODY}"], "--rcvbuf"),
+        (["connect", "--ttl", "256", f"127.0.0.1:{NOBODY}"], "--ttl"),
+        (["connect", "--source", "nonsense::x", f"127.0.0.1:{NOBODY}"], "--source"),
         (["listen", "--join", "10.0.0.1", "udp://127.0.0.1:0"], "multicast"),
         (["listen", "--broadcast", "127.0.0.1:0"], "--broadcast"),
         (["serve", "--ttl", "0", "127.0.0.1:0", "echo"], "--ttl"),
-        (["relay", "--join", "239.1.1.1", "127.0.0.1:0", "127.0.0.1:9"], "--join"),
-        (["connect", "--alpn", "h2,\u00e9", "tls://127.0.0.1:9"], "ALPN"),  # a traceback once
+        (["relay", "--join", "239.1.1.1", "127.0.0.1:0", f"127.0.0.1:{NOBODY}"], "--join"),
         (
-            ["connect", "--multicast-loop", "--no-multicast-loop", "udp://127.0.0.1:9"],
+            ["connect", "--alpn", "h2,\u00e9", f"tls://127.0.0.1:{NOBODY}"],
+            "ALPN",
+        ),  # a traceback once
+        (
+            ["connect", "--multicast-loop", "--no-multicast-loop", f"udp://127.0.0.1:{NOBODY}"],
             "not allowed",
         ),
     ],

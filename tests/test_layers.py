@@ -11,6 +11,8 @@ import pytest
 
 import socketeer
 
+from .conftest import NOBODY
+
 SRC = Path(socketeer.__file__).parent
 PURE = [
     "address.py",
@@ -176,7 +178,7 @@ def test_start_up_loads_nothing_it_does_not_use(argv: tuple[str, ...]) -> None:
 
 def test_connect_loads_no_typing_no_asyncio_no_ssl() -> None:
     # A plain TCP client: sockets and selectors yes; typing, asyncio, ssl, threads no.
-    loaded = loaded_at_start("connect", "-t", "2", "127.0.0.1:1")
+    loaded = loaded_at_start("connect", "-t", "2", f"127.0.0.1:{NOBODY}")
     assert "socketeer.connection" in loaded
     unwanted = {"typing", "asyncio", "ssl", "threading", "logging", "subprocess", "tempfile"}
     assert not loaded & unwanted, sorted(loaded & unwanted)

@@ -20,7 +20,7 @@ from socketeer import (
     UsageError,
 )
 
-from .conftest import free_port_refusing
+from .conftest import NOBODY, free_port_refusing
 
 
 def test_port_zero_reports_the_real_port() -> None:
@@ -106,11 +106,11 @@ def test_adopt_inherited_listener_fd() -> None:
 
 def test_stream_calls_reject_datagram_addresses() -> None:
     with pytest.raises(UsageError):
-        socketeer.connect("udp://127.0.0.1:9")
+        socketeer.connect(f"udp://127.0.0.1:{NOBODY}")
     with pytest.raises(UsageError):
         socketeer.listen("unix-dgram:/tmp/x")
     with pytest.raises(UsageError):
-        socketeer.open_datagram("tcp://127.0.0.1:9")
+        socketeer.open_datagram(f"tcp://127.0.0.1:{NOBODY}")
     with pytest.raises(UsageError):
         socketeer.open_datagram()
 

@@ -30,14 +30,17 @@ from socketeer.proxy import http as h
 from socketeer.proxy import socks as s
 from socketeer.proxy.dial import handshake_for
 
+from .conftest import free_port
 from .test_layers import IO_MODULES, imported_modules
 
 # This file drives the handshakes without sockets: the URLs below are text to
 # parse and to name in messages, never an address anything binds or connects to
-# (the tests that talk to real proxies, on ports they read back, are in
-# test_proxy_peers.py).
+# (the tests that talk to real proxies are in test_proxy_peers.py). Even so,
+# their port is one the kernel handed out for port 0, as everywhere in the tests.
+P = free_port()
+BEYOND = 1 << 16  # one past the last port: a malformed address by definition
 TARGET_DATA = b"SSH-2.0-target speaks first\r\n"
-PROXY = "socks5://127.0.0.1:1080"
+PROXY = f"socks5://127.0.0.1:{P}"
 TARGET = "tcp://example.com:443"
 
 
@@ -61,12 +64,12 @@ def test_the_errors_are_a_hierarchy_under_connect_error() -> None:
 @pytest.mark.parametrize(
     ("text", "canonical"),
     [
-        ("socks4://127.0.0.1:1080", "socks4://127.0.0.1:1080"),
-        ("SOCKS4A://me@proxy:1080", "socks4a://me@proxy:1080"),
-        ("socks5://[::1]:1080", "socks5://[::1]:1080"),
-        ("socks5h://Proxy.Example:1080", "socks5h://proxy.example:1080"),
-        ("http://proxy:3128/", "http://proxy:3128"),
-        ("http://u:p@proxy:3128", "http://u:***@proxy:3128"),
+        (f"socks4://127.0.0.1:{P}", f"socks4://127.0.0.1:{P}"),
+        (f"SOCKS4A://me@proxy:{P}", f"socks4a://me@proxy:{P}"),
+        (f"socks5://[::1]:{P}", f"socks5://[::1]:{P}"),
+        (f"socks5h://Proxy.Example:{P}", f"socks5h://proxy.example:{P}"),
+        (f"http://proxy:{P}/", f"http://proxy:{P}"),
+        (f"http://u:p@proxy:{P}", f"http://u:***@proxy:{P}"),
     ],
 )
 def test_url_canonical_form(text: str, canonical: str) -> None:
@@ -78,38 +81,38 @@ def test_url_canonical_form(text: str, canonical: str) -> None:
 
 
 def test_url_fields_and_percent_encoded_credentials() -> None:
-    url = ProxyURL.parse("socks5h://al%40ice:p%3Ass@proxy:1080")
-    assert (url.scheme, url.host, url.port) == ("socks5h", "proxy", 1080)
+    url = ProxyURL.parse(f"socks5h://al%40ice:p%3Ass@proxy:{P}")
+    assert (url.scheme, url.host, url.port) == ("socks5h", "proxy", P)
     assert (url.username, url.password) == ("al@ice", "p:ss")
-    assert url.address == Address.parse("tcp://proxy:1080")
+    assert url.address == Address.parse(f"tcp://proxy:{P}")
     assert url.resolves_remotely
-    assert not ProxyURL.parse("socks5://p:1").resolves_remotely
+    assert not ProxyURL.parse(f"socks5://p:{P}").resolves_remotely
 
 
 def test_url_never_shows_the_password() -> None:
-    url = ProxyURL.parse("http://alice:hunter2@proxy:3128")
+    url = ProxyURL.parse(f"http://alice:hunter2@proxy:{P}")
     assert "hunter2" not in str(url) + repr(url)
     with pytest.raises(AddressError) as caught:
-        ProxyURL.parse("http://alice:hunter2@proxy:99999")
+        ProxyURL.parse(f"http://alice:hunter2@proxy:{BEYOND}")
     assert "hunter2" not in str(caught.value)
 
 
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("proxy:1080", "missing SCHEME://"),
-        ("ftp://proxy:21", "unknown proxy scheme 'ftp'"),
+        (f"proxy:{P}", "missing SCHEME://"),
+        (f"ftp://proxy:{P}", "unknown proxy scheme 'ftp'"),
         ("socks5://proxy", "missing a port"),
         ("socks5://proxy:0", "port other than 0"),
-        ("socks5://proxy:70000", "above 65535"),
-        ("socks5://proxy:1080/path", "no path"),
-        ("socks5://:pw@proxy:1080", "empty user name"),
-        ("socks4://me:pw@proxy:1080", "no password"),
-        ("socks5://" + "u" * 256 + ":p@proxy:1080", "1 to 255 bytes"),
-        ("socks5h://u:" + "p" * 256 + "@proxy:1080", "at most 255 bytes"),
-        ("http://[::1:3128", "unbalanced brackets"),
-        ("http://u:a%0D%0AX:%20y@proxy:3128", "cannot hold NUL, CR or LF"),
-        ("socks4a://a%00b@proxy:1080", "cannot hold NUL, CR or LF"),
+        (f"socks5://proxy:{BEYOND}", "above 65535"),
+        (f"socks5://proxy:{P}/path", "no path"),
+        (f"socks5://:pw@proxy:{P}", "empty user name"),
+        (f"socks4://me:pw@proxy:{P}", "no password"),
+        ("socks5://" + "u" * 256 + f":p@proxy:{P}", "1 to 255 bytes"),
+        ("socks5h://u:" + "p" * 256 + f"@proxy:{P}", "at most 255 bytes"),
+        (f"http://[::1:{P}", "unbalanced brackets"),
+        (f"http://u:a%0D%0AX:%20y@proxy:{P}", "cannot hold NUL, CR or LF"),
+        (f"socks4a://a%00b@proxy:{P}", "cannot hold NUL, CR or LF"),
     ],
 )
 def test_url_errors_name_the_reason_and_the_forms(text: str, reason: str) -> None:
@@ -121,10 +124,10 @@ def test_url_errors_name_the_reason_and_the_forms(text: str, reason: str) -> Non
 
 
 def test_url_from_the_environment_only_when_asked() -> None:
-    env = {"ALL_PROXY": "socks5h://proxy:1080", "all_proxy": "http://other:3128"}
-    assert str(ProxyURL.from_environment(env)) == "socks5h://proxy:1080"
-    assert str(ProxyURL.from_environment({"all_proxy": "http://other:3128"})) == (
-        "http://other:3128"
+    env = {"ALL_PROXY": f"socks5h://proxy:{P}", "all_proxy": f"http://other:{P}"}
+    assert str(ProxyURL.from_environment(env)) == f"socks5h://proxy:{P}"
+    assert str(ProxyURL.from_environment({"all_proxy": f"http://other:{P}"})) == (
+        f"http://other:{P}"
     )
     with pytest.raises(AddressError, match=r"neither \$ALL_PROXY nor \$all_proxy"):
         ProxyURL.from_environment({})
@@ -134,8 +137,8 @@ def test_url_from_the_environment_only_when_asked() -> None:
 
 def test_url_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("all_proxy", raising=False)
-    monkeypatch.setenv("ALL_PROXY", "socks4a://proxy:1080")
-    assert ProxyURL.parse("env") == ProxyURL("socks4a", "proxy", 1080)
+    monkeypatch.setenv("ALL_PROXY", f"socks4a://proxy:{P}")
+    assert ProxyURL.parse("env") == ProxyURL("socks4a", "proxy", P)
     monkeypatch.delenv("ALL_PROXY")
     with pytest.raises(AddressError):
         ProxyURL.parse("env")
@@ -386,12 +389,12 @@ def test_fields_that_cannot_be_sent() -> None:
 
 def test_handshake_for_each_scheme() -> None:
     target = Address.parse("tcp://example.com:443")
-    assert isinstance(handshake_for(ProxyURL.parse("socks4a://p:1"), target), s.Socks4Handshake)
-    hs = handshake_for(ProxyURL.parse("socks5://u:pw@p:1"), target, "192.0.2.1")
+    assert isinstance(handshake_for(ProxyURL.parse(f"socks4a://p:{P}"), target), s.Socks4Handshake)
+    hs = handshake_for(ProxyURL.parse(f"socks5://u:pw@p:{P}"), target, "192.0.2.1")
     assert isinstance(hs, s.Socks5Handshake)
     sent, _ = drive(hs, b"\x05\x00" + socks5_reply())
     assert sent.endswith(b"\x01\xc0\x00\x02\x01\x01\xbb")  # the address resolved here
-    hs = handshake_for(ProxyURL.parse("http://p:1"), target)
+    hs = handshake_for(ProxyURL.parse(f"http://p:{P}"), target)
     assert isinstance(hs, h.HttpConnectHandshake)
 
 

@@ -18,7 +18,7 @@ import socketeer
 from socketeer import aio
 from socketeer.proxyproto import encode_v2, parse_proxy_header
 
-from .conftest import SOCKETEER, Background, cli_env, fd_count, require_peer, rss_kib
+from .conftest import NOBODY, SOCKETEER, Background, cli_env, fd_count, require_peer, rss_kib
 from .swap import BLOCK, blocks, digest_of
 
 MODELS = ["thread", "fork", "async"]
@@ -475,7 +475,7 @@ def test_accept_proxy_protocol(background: type[Background], model: str) -> None
     )
     header = encode_v2(
         socketeer.Address.parse("tcp://203.0.113.7:4242"),
-        socketeer.Address.parse("tcp://127.0.0.1:80"),
+        socketeer.Address.parse(f"tcp://127.0.0.1:{NOBODY}"),
     )
     with socketeer.connect(address, timeout=10) as conn:
         conn.send(header + b"only this")
@@ -495,13 +495,19 @@ def test_accept_proxy_protocol(background: type[Background], model: str) -> None
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["tcp://127.0.0.1:0", "udp://127.0.0.1:9"], "datagram relay needs datagram addresses"),
-        (["exec:no-such-program-xyz", "tcp://127.0.0.1:9"], "program not found"),
+        (
+            ["tcp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}"],
+            "datagram relay needs datagram addresses",
+        ),
+        (["exec:no-such-program-xyz", f"tcp://127.0.0.1:{NOBODY}"], "program not found"),
         (["tcp://127.0.0.1:0", "exec:no-such-program-xyz"], "program not found"),
         (["tcp://127.0.0.1:0", "exec:"], "exec: needs a command"),
         (["tcp://127.0.0.1:0", "exec:'unbalanced"], "No closing quotation"),
-        (["nonsense", "tcp://127.0.0.1:9"], "bad address"),
-        (["tcp://127.0.0.1:0", "tcp://127.0.0.1:9", "--proxy-protocol", "v3"], "invalid choice"),
+        (["nonsense", f"tcp://127.0.0.1:{NOBODY}"], "bad address"),
+        (
+            ["tcp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}", "--proxy-protocol", "v3"],
+            "invalid choice",
+        ),
     ],
 )
 def test_bad_relay_input_exits_2(argv: list[str], message: str) -> None:
@@ -591,7 +597,7 @@ def test_stream_only_options_on_a_datagram_relay_exit_2() -> None:
         ("--workers=2", "workers"),
     ):
         result = subprocess.run(
-            [*SOCKETEER, "relay", option, "udp://127.0.0.1:0", "udp://127.0.0.1:9"],
+            [*SOCKETEER, "relay", option, "udp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}"],
             capture_output=True,
             env=cli_env(),
             timeout=30,
@@ -610,7 +616,7 @@ def test_accept_proxy_protocol_header_after_a_pause(
     )
     header = encode_v2(
         socketeer.Address.parse("tcp://203.0.113.7:4242"),
-        socketeer.Address.parse("tcp://127.0.0.1:80"),
+        socketeer.Address.parse(f"tcp://127.0.0.1:{NOBODY}"),
     )
     with socketeer.connect(address, timeout=10) as conn:
         time.sleep(0.3)

@@ -24,6 +24,7 @@ from socketeer.relay.framed import DatagramTunnel
 from socketeer.server import Server
 
 from .conftest import (
+    NOBODY,
     SOCKETEER,
     Background,
     assert_one_line_error,
@@ -232,7 +233,7 @@ def test_a_tls_tunnel_refuses_an_unknown_certificate(
         "--key",
         server,
         "tls://127.0.0.1:0",
-        "udp://127.0.0.1:9",
+        f"udp://127.0.0.1:{NOBODY}",
     )
     near, address = start(background, "relay", "--frame", "udp://127.0.0.1:0", far_address)
     with socketeer.open_datagram(address, timeout=2) as client:
@@ -254,7 +255,7 @@ def test_an_oversized_frame_from_a_stream_client_is_a_logged_close(
         "--max-frame",
         "1000",
         "tcp://127.0.0.1:0",
-        "udp://127.0.0.1:9",
+        f"udp://127.0.0.1:{NOBODY}",
     )
     with socketeer.connect(address, timeout=5) as client:
         client.send(struct.pack("!I", 1001) + b"x" * 100)
@@ -366,24 +367,33 @@ def test_sessions_are_bounded_and_expire(background: type[Background]) -> None:
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["--frame", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"], "both are stream addresses"),
-        (["--frame", "udp://127.0.0.1:0", "udp://127.0.0.1:9"], "both are datagram addresses"),
         (
-            ["--max-frame", "10", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"],
+            ["--frame", "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}"],
+            "both are stream addresses",
+        ),
+        (
+            ["--frame", "udp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}"],
+            "both are datagram addresses",
+        ),
+        (
+            ["--max-frame", "10", "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}"],
             "--max-frame needs --frame",
         ),
-        (["--frame", "--retry", "3", "tcp://127.0.0.1:0", "udp://127.0.0.1:9"], "retry"),
+        (["--frame", "--retry", "3", "tcp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}"], "retry"),
         (
-            ["--frame", "--max-sessions", "3", "tcp://127.0.0.1:0", "udp://127.0.0.1:9"],
+            ["--frame", "--max-sessions", "3", "tcp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}"],
             "max_sessions",
         ),
         (
-            ["--frame", "--model", "async", "tcp://127.0.0.1:0", "udp://127.0.0.1:9"],
+            ["--frame", "--model", "async", "tcp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}"],
             "thread or fork",
         ),
-        (["--frame", "--once", "udp://127.0.0.1:0", "tcp://127.0.0.1:9"], "once"),
-        (["--frame", "--max-frame", "x", "udp://127.0.0.1:0", "tcp://127.0.0.1:9"], "--max-frame"),
-        (["--frame", "-", "tcp://127.0.0.1:9"], "addresses on both sides"),
+        (["--frame", "--once", "udp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}"], "once"),
+        (
+            ["--frame", "--max-frame", "x", "udp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}"],
+            "--max-frame",
+        ),
+        (["--frame", "-", f"tcp://127.0.0.1:{NOBODY}"], "addresses on both sides"),
     ],
 )
 def test_bad_frame_command_lines_are_one_line_errors(argv: list[str], needle: str) -> None:
@@ -394,7 +404,7 @@ def test_bad_frame_command_lines_are_one_line_errors(argv: list[str], needle: st
 
 def test_the_library_refuses_frame_options_without_frame() -> None:
     with pytest.raises(UsageError, match="--max-frame needs --frame"):
-        relay("udp://127.0.0.1:0", "tcp://127.0.0.1:9", max_frame=10)
+        relay("udp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}", max_frame=10)
 
 
 # -- descriptors and threads ------------------------------------------------------------------

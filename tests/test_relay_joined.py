@@ -21,6 +21,7 @@ from socketeer.relay.retry import RetryPolicy, parse_retry
 from socketeer.tls import TLSConfig
 
 from .conftest import (
+    NOBODY,
     SOCKETEER,
     Background,
     assert_one_line_error,
@@ -337,7 +338,7 @@ def test_listen_both_once_over_tls(background: type[Background], certs: tuple[st
 
 # -- bad input -------------------------------------------------------------------------------
 
-A, B = "tcp://127.0.0.1:9", "tcp://127.0.0.1:10"
+A, B = f"tcp://127.0.0.1:{NOBODY}", f"tcp://127.0.0.1:{NOBODY}"
 
 
 @pytest.mark.parametrize(
@@ -347,7 +348,7 @@ A, B = "tcp://127.0.0.1:9", "tcp://127.0.0.1:10"
         (["--listen-both", "--retry-delay", "1", A, B], "--listen-both only listens"),
         (["--retry", "3", "tcp://127.0.0.1:0", "exec:cat"], "needs a side that connects again"),
         (["--retry", "3", "--model", "async", "tcp://127.0.0.1:0", B], "thread or fork model"),
-        (["--retry", "3", "udp://127.0.0.1:0", "udp://127.0.0.1:9"], "connects again"),
+        (["--retry", "3", "udp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}"], "connects again"),
         (["--retry", "x", "--connect-both", A, B], "'forever'"),
         (["--retry", "-1", "--connect-both", A, B], "0 or more"),
         (["--retry", "2.5", "--connect-both", A, B], "whole number"),
@@ -355,7 +356,7 @@ A, B = "tcp://127.0.0.1:9", "tcp://127.0.0.1:10"
         (["--connect-both", "--listen-both", A, B], "not allowed with"),
         (["--connect-both", "--frame", A, B], "--frame: not for --connect-both"),
         (["--connect-both", "--model", "fork", A, B], "--model: not for --connect-both"),
-        (["--connect-both", "udp://127.0.0.1:9", B], "joins stream addresses"),
+        (["--connect-both", f"udp://127.0.0.1:{NOBODY}", B], "joins stream addresses"),
         (["--connect-both", "--cert", "x.pem", A, B], "accepts no TLS"),
         (["--connect-both", "--ca", "x.pem", A, B], "need a tls:// side"),
         (["--listen-both", "--ca", "x.pem", A, B], "connects to nothing"),

@@ -42,7 +42,14 @@ from socketeer.errors import AddressError
 from socketeer.relay import relay
 from socketeer.server import Server
 
-from .conftest import cli_env, free_port_refusing, has_ipv6_loopback, require_peer, serve_once
+from .conftest import (
+    NOBODY,
+    cli_env,
+    free_port_refusing,
+    has_ipv6_loopback,
+    require_peer,
+    serve_once,
+)
 
 LINUX = sys.platform.startswith("linux")
 linux_only = pytest.mark.skipif(not LINUX, reason="TCP_KEEPIDLE and SO_BINDTODEVICE are Linux's")
@@ -196,7 +203,7 @@ def test_datagram_options_read_back() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST) == 1
         assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 4
         assert sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP) == 0
-    with socketeer.open_datagram("udp4://127.0.0.1:9", ttl=3, multicast_ttl=2) as client:
+    with socketeer.open_datagram(f"udp4://127.0.0.1:{NOBODY}", ttl=3, multicast_ttl=2) as client:
         assert client.socket.getsockopt(socket.IPPROTO_IP, socket.IP_TTL) == 3
         assert client.socket.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL) == 2
 
@@ -243,13 +250,13 @@ def test_options_that_do_not_fit_are_usage_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="ttl"):
         socketeer.listen(f"unix:{tmp_path}/s", ttl=3)
     with pytest.raises(UsageError, match="join needs a bound socket"):
-        socketeer.open_datagram("udp://127.0.0.1:9", join="239.1.2.3")
+        socketeer.open_datagram(f"udp://127.0.0.1:{NOBODY}", join="239.1.2.3")
     with pytest.raises(UsageError, match="IPv6 group"):
         socketeer.open_datagram(bind="udp4://127.0.0.1:0", join="ff02::1")
     with pytest.raises(UsageError, match="broadcast"):
         Server("tcp://127.0.0.1:0", "echo", broadcast=True)
     with pytest.raises(UsageError, match="for stream relays only"):
-        relay("udp://127.0.0.1:0", "udp://127.0.0.1:9", to_source="127.0.0.2")
+        relay("udp://127.0.0.1:0", f"udp://127.0.0.1:{NOBODY}", to_source="127.0.0.2")
 
 
 def test_keepalive_is_quietly_off_where_there_is_no_tcp(tmp_path: Path) -> None:
@@ -574,14 +581,14 @@ def test_a_dead_proxy_is_proxy_unreachable() -> None:
     try:
         with pytest.raises(ProxyUnreachable) as info:
             socketeer.connect(
-                "tcp://127.0.0.1:9", timeout=10, proxy=f"socks5://u:secret@127.0.0.1:{port}"
+                f"tcp://127.0.0.1:{NOBODY}", timeout=10, proxy=f"socks5://u:secret@127.0.0.1:{port}"
             )
         assert f"127.0.0.1:{port}" in str(info.value)
         assert "secret" not in str(info.value)
         with pytest.raises(ProxyUnreachable):
             asyncio.run(
                 socketeer.aio.connect(
-                    "tcp://127.0.0.1:9", timeout=10, proxy=f"socks5://127.0.0.1:{port}"
+                    f"tcp://127.0.0.1:{NOBODY}", timeout=10, proxy=f"socks5://127.0.0.1:{port}"
                 )
             )
     finally:

@@ -32,7 +32,7 @@ import socketeer.aio
 from socketeer import TLSError
 from socketeer.tls import TLSConfig
 
-from .conftest import SOCKETEER, Background, cli_env, require_peer, run_cli
+from .conftest import NOBODY, SOCKETEER, Background, cli_env, require_peer, run_cli
 
 
 @dataclass
@@ -331,8 +331,12 @@ def test_cli_insecure_warns(certs: Certs, tls_server) -> None:  # type: ignore[n
     ("argv", "code", "message"),
     [
         (["listen", "tls://127.0.0.1:0"], 2, "a TLS server needs --cert and --key"),
-        (["connect", "--ca", "/nonexistent.pem", "tls://127.0.0.1:1"], 2, "cannot load CA"),
-        (["connect", "--insecure", "tcp://127.0.0.1:1"], 2, "TLS options need a tls:// address"),
+        (["connect", "--ca", "/nonexistent.pem", f"tls://127.0.0.1:{NOBODY}"], 2, "cannot load CA"),
+        (
+            ["connect", "--insecure", f"tcp://127.0.0.1:{NOBODY}"],
+            2,
+            "TLS options need a tls:// address",
+        ),
     ],
 )
 def test_cli_tls_usage_errors(argv: list[str], code: int, message: str) -> None:
@@ -619,9 +623,12 @@ def test_20_mb_through_a_tls_relay(
 
 def test_tls_relay_usage_errors() -> None:
     for argv, message in (
-        (["--cert", "x.pem", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"], "need a tls:// FROM"),
-        (["--insecure", "tcp://127.0.0.1:0", "tcp://127.0.0.1:9"], "need a tls:// TO"),
-        (["tls://127.0.0.1:0", "tcp://127.0.0.1:9"], "a TLS server needs --cert and --key"),
+        (
+            ["--cert", "x.pem", "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}"],
+            "need a tls:// FROM",
+        ),
+        (["--insecure", "tcp://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}"], "need a tls:// TO"),
+        (["tls://127.0.0.1:0", f"tcp://127.0.0.1:{NOBODY}"], "a TLS server needs --cert and --key"),
     ):
         result = run_cli("relay", *argv)
         assert result.returncode == 2, result.stderr
